@@ -1,0 +1,1 @@
+"""Transformer encoders, their heads, and their weights."""

@@ -1,0 +1,307 @@
+"""A BERT-family transformer encoder in Flax NNX.
+
+One module covers the checkpoints OPTICAL users bring, as described by a Hugging
+Face `config.json`:
+
+* BERT / mBERT and the e5 models: absolute positions counted from 0, token-type
+  embeddings, post-LayerNorm blocks, GELU;
+* RoBERTa / XLM-R: the same blocks, with positions counted from
+  `pad_token_id + 1` for real tokens (padding keeps position `pad_token_id`), as
+  fairseq did.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`,
+`mlp`) in its `out_sharding` metadata; `sharding.py` maps them onto a device
+mesh. Variables are created without eager sharding so the encoder also builds
+outside any mesh (tests, CPU, export).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+# HF `model_type` -> how positions are counted. Everything else in these
+# families is the same post-LN BERT block.
+_POSITION_STYLE = {
+    "bert": "absolute",
+    "roberta": "offset",
+    "xlm-roberta": "offset",
+    "camembert": "offset",
+}
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+class UnsupportedArchitectureError(ValueError):
+  """The checkpoint's config describes a model this encoder cannot run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Architecture of a BERT-family encoder (the fields of an HF `config.json`).
+
+  Attributes:
+    vocab_size: rows of the word embedding.
+    hidden_size: model width H.
+    num_layers: transformer blocks.
+    num_heads: attention heads N; `hidden_size % num_heads == 0`.
+    intermediate_size: MLP width.
+    max_positions: rows of the position embedding.
+    type_vocab_size: rows of the token-type embedding (0: none).
+    layer_norm_eps: LayerNorm epsilon.
+    pad_token_id: the padding id; also the position padding for XLM-R.
+    model_type: HF `model_type` ('bert', 'xlm-roberta', 'roberta', ...).
+    hidden_act: HF activation name ('gelu', 'gelu_new', ...).
+    dtype: activation / matmul dtype ('float32' or 'bfloat16').
+    param_dtype: parameter storage dtype.
+  """
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_positions: int
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+  model_type: str = "bert"
+  hidden_act: str = "gelu"
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.model_type not in _POSITION_STYLE:
+      raise UnsupportedArchitectureError(
+          f"model_type {self.model_type!r} is not a BERT-family encoder this "
+          f"package runs; supported: {sorted(_POSITION_STYLE)}")
+    if self.hidden_act not in _ACTIVATIONS:
+      raise UnsupportedArchitectureError(
+          f"hidden_act {self.hidden_act!r} is not supported; supported: "
+          f"{sorted(_ACTIVATIONS)}")
+    if self.hidden_size % self.num_heads:
+      raise UnsupportedArchitectureError(
+          f"hidden_size {self.hidden_size} is not divisible by num_heads "
+          f"{self.num_heads}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def position_offset(self) -> int:
+    """First position id of a real token (0 for BERT, pad + 1 for XLM-R)."""
+    if _POSITION_STYLE[self.model_type] == "offset":
+      return self.pad_token_id + 1
+    return 0
+
+  @property
+  def max_length(self) -> int:
+    """Longest input, special tokens included, the position table allows."""
+    return self.max_positions - self.position_offset
+
+  @classmethod
+  def from_hf(cls, hf: Mapping[str, Any], **overrides) -> "EncoderConfig":
+    """Builds the config from a parsed HF `config.json`.
+
+    Raises:
+      UnsupportedArchitectureError: for a model type or option we cannot run
+        (decoders, relative position embeddings, ...).
+    """
+    model_type = hf.get("model_type")
+    if model_type not in _POSITION_STYLE:
+      archs = hf.get("architectures")
+      raise UnsupportedArchitectureError(
+          f"model_type {model_type!r} (architectures {archs}) is not a "
+          f"BERT-family encoder; supported: {sorted(_POSITION_STYLE)}")
+    pos_type = hf.get("position_embedding_type", "absolute")
+    if pos_type != "absolute":
+      raise UnsupportedArchitectureError(
+          f"position_embedding_type {pos_type!r} is not supported (absolute only)")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+      raise UnsupportedArchitectureError("decoder / cross-attention configs are not encoders")
+    try:
+      fields = dict(
+          vocab_size=hf["vocab_size"],
+          hidden_size=hf["hidden_size"],
+          num_layers=hf["num_hidden_layers"],
+          num_heads=hf["num_attention_heads"],
+          intermediate_size=hf["intermediate_size"],
+          max_positions=hf["max_position_embeddings"],
+          type_vocab_size=hf.get("type_vocab_size", 2),
+          layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+          pad_token_id=hf.get("pad_token_id") or 0,
+          model_type=model_type,
+          hidden_act=hf.get("hidden_act", "gelu"),
+      )
+    except KeyError as e:
+      raise UnsupportedArchitectureError(f"config.json lacks the key {e}") from None
+    fields.update(overrides)
+    return cls(**fields)
+
+  def to_hf(self) -> dict[str, Any]:
+    """The HF `config.json` dict PyTorch transformers loads this encoder from."""
+    arch = {"bert": "BertModel", "roberta": "RobertaModel",
+            "xlm-roberta": "XLMRobertaModel", "camembert": "CamembertModel"}
+    return {
+        "architectures": [arch[self.model_type]],
+        "model_type": self.model_type,
+        "vocab_size": self.vocab_size,
+        "hidden_size": self.hidden_size,
+        "num_hidden_layers": self.num_layers,
+        "num_attention_heads": self.num_heads,
+        "intermediate_size": self.intermediate_size,
+        "max_position_embeddings": self.max_positions,
+        "type_vocab_size": self.type_vocab_size,
+        "layer_norm_eps": self.layer_norm_eps,
+        "pad_token_id": self.pad_token_id,
+        "hidden_act": self.hidden_act,
+        "position_embedding_type": "absolute",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+    }
+
+
+def _partitioned(init, axes):
+  # Logical axes only: placement is decided by sharding.py, which creates the
+  # model inside a jit with out_shardings derived from these names.
+  return nnx.with_partitioning(init, axes, eager_sharding=False)
+
+
+def _layer_norm(cfg: EncoderConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  return nnx.LayerNorm(
+      cfg.hidden_size, epsilon=cfg.layer_norm_eps,
+      dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+      scale_init=_partitioned(nnx.initializers.ones_init(), ("embed",)),
+      bias_init=_partitioned(nnx.initializers.zeros_init(), ("embed",)),
+      rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+  """Word + position + token-type embeddings, then LayerNorm."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    init = nnx.initializers.normal(0.02)
+    kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+    self.word = nnx.Embed(cfg.vocab_size, cfg.hidden_size,
+                          embedding_init=_partitioned(init, ("vocab", "embed")), **kw)
+    self.position = nnx.Embed(cfg.max_positions, cfg.hidden_size,
+                              embedding_init=_partitioned(init, (None, "embed")), **kw)
+    self.token_type = (
+        nnx.Embed(cfg.type_vocab_size, cfg.hidden_size,
+                  embedding_init=_partitioned(init, (None, "embed")), **kw)
+        if cfg.type_vocab_size else None)
+    self.norm = _layer_norm(cfg, rngs)
+
+  def __call__(self, ids: jax.Array, mask: jax.Array,
+               type_ids: jax.Array | None) -> jax.Array:
+    """[B, L] ids and mask -> [B, L, H] embeddings."""
+    cfg = self.cfg
+    if cfg.position_offset:
+      # fairseq/XLM-R: real tokens count from pad + 1, padding sits at pad.
+      m = mask.astype(jnp.int32)
+      positions = jnp.cumsum(m, axis=1) * m + cfg.pad_token_id
+    else:
+      positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+    x = self.word(ids) + self.position(positions)
+    if self.token_type is not None:
+      x = x + self.token_type(jnp.zeros_like(ids) if type_ids is None else type_ids)
+    return self.norm(x)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    n, d, h = cfg.num_heads, cfg.head_dim, cfg.hidden_size
+    init = nnx.initializers.normal(0.02)
+    zeros = nnx.initializers.zeros_init()
+    kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+
+    def proj():
+      return nnx.LinearGeneral(
+          h, (n, d), kernel_init=_partitioned(init, ("embed", "heads", "kv")),
+          bias_init=_partitioned(zeros, ("heads", "kv")), **kw)
+
+    self.query, self.key, self.value = proj(), proj(), proj()
+    self.out = nnx.LinearGeneral(
+        (n, d), h, axis=(-2, -1),
+        kernel_init=_partitioned(init, ("heads", "kv", "embed")),
+        bias_init=_partitioned(zeros, ("embed",)), **kw)
+
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    """[B, L, H] and a [B, L] key mask -> [B, L, H]."""
+    q, k, v = self.query(x), self.key(x), self.value(x)      # [B, L, N, D]
+    # Keys at padding never receive attention. A row with no real token at all
+    # (batch padding) attends uniformly instead of producing NaN.
+    ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool))
+    return self.out(ctx)
+
+
+class Block(nnx.Module):
+  """Post-LayerNorm transformer block: LN(x + attn(x)), then LN(x + mlp(x))."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    init = nnx.initializers.normal(0.02)
+    zeros = nnx.initializers.zeros_init()
+    kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+    self.attention = SelfAttention(cfg, rngs=rngs)
+    self.attention_norm = _layer_norm(cfg, rngs)
+    self.mlp_in = nnx.Linear(cfg.hidden_size, cfg.intermediate_size,
+                             kernel_init=_partitioned(init, ("embed", "mlp")),
+                             bias_init=_partitioned(zeros, ("mlp",)), **kw)
+    self.mlp_out = nnx.Linear(cfg.intermediate_size, cfg.hidden_size,
+                              kernel_init=_partitioned(init, ("mlp", "embed")),
+                              bias_init=_partitioned(zeros, ("embed",)), **kw)
+    self.mlp_norm = _layer_norm(cfg, rngs)
+    self.activation = _ACTIVATIONS[cfg.hidden_act]
+
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    x = self.attention_norm(x + self.attention(x, mask))
+    return self.mlp_norm(x + self.mlp_out(self.activation(self.mlp_in(x))))
+
+
+class Encoder(nnx.Module):
+  """The transformer encoder: token ids -> contextual token embeddings.
+
+  Attributes:
+    cfg: the architecture.
+    embeddings: word/position/type embeddings and their LayerNorm.
+    layers: the `cfg.num_layers` blocks, bottom first.
+  """
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embeddings = Embeddings(cfg, rngs=rngs)
+    self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+
+  def __call__(self, ids: jax.Array, mask: jax.Array,
+               type_ids: jax.Array | None = None, *,
+               output_layer: int | None = None) -> jax.Array:
+    """Encodes a batch.
+
+    Args:
+      ids: [B, L] int token ids.
+      mask: [B, L] 1 for real tokens, 0 for padding.
+      type_ids: [B, L] token types, zeros when None.
+      output_layer: return the output of this block (1-based; 0 is the
+        embedding output) instead of the last one. Negative counts from the top.
+
+    Returns:
+      [B, L, H] token embeddings in `cfg.dtype` (padding positions hold values
+      that carry no meaning; use `mask`).
+    """
+    n = self.cfg.num_layers
+    stop = n if output_layer is None else (output_layer % (n + 1))
+    x = self.embeddings(ids, mask, type_ids)
+    for layer in self.layers[:stop]:
+      x = layer(x, mask)
+    return x

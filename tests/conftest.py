@@ -1,0 +1,46 @@
+"""Test set-up: 8 fake CPU devices, and the markers the suite uses.
+
+The device count must be set before JAX initialises its backends, so it is set
+here, at import time of the first conftest, before any test module imports jax.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests never reach a model hub: real-model tests use the embedded model.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "real_model: uses the embedded multilingual-e5-small (slower; run in CI)")
+  config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def read_multilingual() -> list[tuple[str, str]]:
+  """(language, sentence) pairs in 15 languages and 11 scripts."""
+  rows = FIXTURES.joinpath("multilingual.txt").read_text(encoding="utf-8").splitlines()
+  return [tuple(r.split("\t", 1)) for r in rows if r]
+
+
+@pytest.fixture(scope="session")
+def multilingual_texts() -> list[str]:
+  return [t for _, t in read_multilingual()]
+
+
+@pytest.fixture(scope="session")
+def e5_dir():
+  """The embedded multilingual-e5-small, converted to an HF directory (cached)."""
+  from optical_jax.models import embedded
+  try:
+    return embedded.ensure_converted()
+  except ImportError as e:  # the demo extra is part of the test install
+    pytest.fail(f"the embedded model is not installed: {e}")
