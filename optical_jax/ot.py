@@ -60,8 +60,8 @@ class OTConfig:
     marginals: 'uniform' over real tokens, 'no_special' (special and prefix
       tokens get no mass) or 'idf' (mass proportional to given idf values).
     differentiate_plan: if True, gradients also flow through the plan
-      (unrolled Sinkhorn: memory grows with `num_iterations`); if False the
-      plan is a constant and only dC/dstudent is used.
+      (unrolled Sinkhorn: memory grows with `num_iterations`; needs
+      lse_mode); if False the plan is a constant and only dC/dstudent is used.
     threshold: L1 marginal error under which a solve is reported converged.
       Diagnostic only: it never stops the iterations.
   """
@@ -82,6 +82,10 @@ class OTConfig:
       raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
     if self.num_iterations < 1:
       raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
+    if self.differentiate_plan and not self.lse_mode:
+      # Kernel mode turns scalings into potentials with eps * log(u): u = 0 on
+      # padding gives an infinite derivative, hence NaN gradients.
+      raise ValueError("differentiate_plan=True needs lse_mode=True")
 
 
 class SinkhornResult(NamedTuple):

@@ -166,9 +166,13 @@ class Tokenizer:
         special[i, :n] |= (ends <= len(prefix)) & (ends > 0)
       truncated += bool(e.overflowing)
     if truncated:
+      # Warn once; after that the running count (`total_truncated`) is what
+      # jobs report, not a line per batch.
+      first = not self.total_truncated
       self.total_truncated += truncated
-      log.warning("truncated %d of %d texts to %d tokens (%d so far)", truncated,
-                  len(texts), limit, self.total_truncated)
+      (log.warning if first else log.debug)(
+          "truncated %d of %d texts to %d tokens (%d so far; later truncations are "
+          "counted in `total_truncated`)", truncated, len(texts), limit, self.total_truncated)
     return TokenBatch(ids=ids, mask=mask, special=special, num_truncated=truncated,
                       num_texts=len(texts))
 

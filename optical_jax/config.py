@@ -1,0 +1,131 @@
+"""The configuration every job starts from, and its checks.
+
+Configs are `ml_collections.ConfigDict`s returned by `get_config(arg)` in a
+file under `configs/`; they start from `default()` and are locked, so an
+override of a key that does not exist (`--config.trian.steps=5`) is an error,
+not a silent new field. `check` turns the blocks the code consumes into typed
+objects and reports a bad value by its config key.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from optical_jax import losses
+from optical_jax import ot
+
+
+def default() -> ml_collections.ConfigDict:
+  """Every field a job reads, with its default (unlocked; configs lock it)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.teacher = "embedded"          # HF directory, hub id, or 'embedded' (e5-small)
+  c.model.student = ""                  # '' = a copy of the teacher
+  c.model.dtype = "float32"             # activations: float32 | bfloat16
+  c.model.param_dtype = "float32"
+
+  c.text = ml_collections.ConfigDict()
+  c.text.src_prefix = "query: "         # student, low-resource side of the bitext
+  c.text.tgt_prefix = "passage: "       # teacher, English side: the documents' prefix
+  c.text.query_prefix = "query: "       # evaluation queries
+  c.text.doc_prefix = "passage: "       # evaluation documents
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "bible"               # bible | files
+  c.data.format = "tsv"                 # tsv | parallel | jsonl   (source=files)
+  c.data.path = ""                      # tsv / jsonl file
+  c.data.src_path = ""                  # parallel: source-language file
+  c.data.tgt_path = ""                  # parallel: English file
+  c.data.src_column = 0
+  c.data.tgt_column = 1
+  c.data.src_key = "src"
+  c.data.tgt_key = "tgt"
+  c.data.has_header = False
+  c.data.on_bad_line = "error"          # error | skip (counted, reported)
+  c.data.max_pairs = 0                  # 0 = all
+  c.data.heldout_books = ("Acts", "Romans", "Hebrews", "James", "1 Peter", "1 John")
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.collection = "bible"           # bible | files | none
+  c.eval.queries = ""                   # files: qid<TAB>text
+  c.eval.corpus = ""                    # files: docid<TAB>text
+  c.eval.qrels = ""                     # files: TREC qrels
+  c.eval.metrics = ("nDCG@10", "MRR@10", "R@100")
+  c.eval.k = 100
+  c.eval.batch_size = 64
+  c.eval.max_length = 128
+  c.eval.every_steps = 0                # 0 = before and after training only
+  c.eval.max_queries = 0                # 0 = all
+  c.eval.max_docs = 0                   # 0 = all; else the judged ones + the first others
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 160
+  c.train.batch_size = 32
+  c.train.max_length = 64
+  c.train.lr = 2e-5
+  c.train.schedule = "linear"           # linear | cosine | constant
+  c.train.warmup_frac = 0.1
+  c.train.weight_decay = 0.01
+  c.train.clip_norm = 1.0
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.trainable = "no_word_embeddings"   # all | no_word_embeddings | top:K | regex:P
+  c.train.log_every = 10
+  c.train.progress = True
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.ot_weight = 1.0
+  c.loss.contrastive_weight = 1.0
+  c.loss.mse_weight = 0.0
+  c.loss.temperature = 0.05
+  c.loss.layer = -1
+
+  c.ot = ml_collections.ConfigDict()
+  c.ot.cost = "cosine"
+  c.ot.epsilon = 0.05
+  c.ot.num_iterations = 50
+  c.ot.lse_mode = True
+  c.ot.marginals = "uniform"
+  c.ot.differentiate_plan = False
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 50
+  c.checkpoint.max_to_keep = 2
+  c.checkpoint.async_save = True
+  return c
+
+
+class ConfigError(ValueError):
+  """A config value the job cannot use; the message names the key."""
+
+
+def _build(key: str, factory, **kwargs):
+  try:
+    return factory(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"config.{key}: {e}") from None
+
+
+def loss_config(c: ml_collections.ConfigDict) -> losses.LossConfig:
+  """`loss` and `ot` blocks -> LossConfig, errors naming the key."""
+  ot_cfg = _build("ot", ot.OTConfig, **c.ot.to_dict())
+  return _build("loss", losses.LossConfig, ot=ot_cfg, **c.loss.to_dict())
+
+
+def check(c: ml_collections.ConfigDict) -> None:
+  """Validates the values the types alone do not (raises ConfigError)."""
+  choices = {"data.source": ("bible", "files"), "data.format": ("tsv", "parallel", "jsonl"),
+             "data.on_bad_line": ("error", "skip"),
+             "eval.collection": ("bible", "files", "none"),
+             "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16")}
+  for key, allowed in choices.items():
+    block, field = key.split(".")
+    if c[block][field] not in allowed:
+      raise ConfigError(f"config.{key}={c[block][field]!r}: expected one of {allowed}")
+  for key in ("train.steps", "train.batch_size", "train.max_length", "eval.k",
+              "eval.batch_size"):
+    block, field = key.split(".")
+    if c[block][field] < 1:
+      raise ConfigError(f"config.{key} must be >= 1, got {c[block][field]}")
+  loss_config(c)

@@ -1,0 +1,1 @@
+"""Data: bitext readers, the embedded Bible data, evaluation collections, batching."""

@@ -1,0 +1,123 @@
+"""Evaluation collections: queries, documents and relevance judgements (qrels).
+
+`EvalCollection` is the one shape every retrieval benchmark is turned into (the
+held-out Bible books, user files, BEIR-style sets); `read_collection` builds one
+from files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Mapping
+
+from optical_jax.data import bitext
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalCollection:
+  """A retrieval test collection.
+
+  Attributes:
+    queries: `{qid: query text}`, in evaluation order.
+    docs: `{docid: document text}`, in corpus order.
+    qrels: `{qid: {docid: grade}}`, integer grades, > 0 is relevant. Every qid
+      must be a key of `queries`; a query without judgements is allowed (the
+      evaluator leaves it out of the averages and logs it).
+
+  Raises:
+    ValueError: (at construction) a judged qid that is not a query, because it
+      would silently score 0 instead of being run.
+  """
+  queries: Mapping[str, str]
+  docs: Mapping[str, str]
+  qrels: Mapping[str, Mapping[str, int]]
+
+  def __post_init__(self):
+    missing = [q for q in self.qrels if q not in self.queries]
+    if missing:
+      raise ValueError(f"{len(missing)} judged queries have no text, e.g. {missing[:3]}")
+
+  def __repr__(self) -> str:  # the default would print every text
+    return (f"EvalCollection({len(self.queries)} queries, {len(self.docs)} docs, "
+            f"{sum(len(j) for j in self.qrels.values())} judgements)")
+
+
+def _read_texts(path: PathLike) -> dict[str, str]:
+  """`{id: text}` from `id<TAB>text` lines, or BEIR JSONL (`_id`, `title`, `text`).
+
+  A `.jsonl` file is read as BEIR: the title, when there is one, is prefixed to
+  the text with a space. Blank lines are ignored.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    bitext.BitextError: `path:line: why` for a bad line, a duplicate id, or no
+      entries at all.
+  """
+  is_jsonl = os.fspath(path).endswith(".jsonl")
+  out: dict[str, str] = {}
+  for lineno, line in bitext.iter_lines(path):
+    if not line.strip():
+      continue
+    where = f"{os.fspath(path)}:{lineno}"
+    if is_jsonl:
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise bitext.BitextError(f"{where}: invalid JSON ({e.msg})") from None
+      if not isinstance(rec, dict) or not isinstance(rec.get("_id"), str):
+        raise bitext.BitextError(f"{where}: expected an object with a string '_id'")
+      key, text = rec["_id"], " ".join(
+          str(rec.get(k) or "").strip() for k in ("title", "text")).strip()
+    else:
+      fields = line.split("\t")
+      if len(fields) != 2:
+        raise bitext.BitextError(f"{where}: expected 2 tab-separated columns 'id text', "
+                                 f"got {len(fields)}")
+      key, text = fields[0].strip(), fields[1].strip()
+    if not key or not text:
+      raise bitext.BitextError(f"{where}: empty {'id' if not key else 'text'}")
+    if key in out:
+      raise bitext.BitextError(f"{where}: duplicate id {key!r}")
+    out[key] = text
+  if not out:
+    raise bitext.BitextError(f"no entries in {os.fspath(path)}")
+  return out
+
+
+def read_collection(queries_path: PathLike, corpus_path: PathLike,
+                    qrels_path: PathLike) -> EvalCollection:
+  """Reads queries, corpus (`id<TAB>text` or BEIR `.jsonl`) and TREC/BEIR qrels.
+
+  Only judged queries are kept (a BEIR `queries.jsonl` holds every split);
+  judged documents missing from the corpus are counted and logged, since they
+  cap recall.
+
+  Raises:
+    FileNotFoundError: a file does not exist.
+    ValueError: a bad line (`file:line: why`), or judged queries missing from
+      the queries file.
+  """
+  from optical_jax import evaluate  # scipy, ir-measures: only when reading qrels
+
+  queries = _read_texts(queries_path)
+  docs = _read_texts(corpus_path)
+  qrels = evaluate.read_qrels(qrels_path)
+  missing = [q for q in qrels if q not in queries]
+  if missing:
+    raise ValueError(f"{os.fspath(qrels_path)} judges {len(missing)} queries absent from "
+                     f"{os.fspath(queries_path)}, e.g. {missing[:3]}")
+  unjudged = len(queries) - len(qrels)
+  if unjudged:
+    log.info("%s: %d queries without judgements left out", os.fspath(queries_path), unjudged)
+  lost = sum(d not in docs for j in qrels.values() for d in j)
+  if lost:
+    log.warning("%s: %d judged documents are not in %s", os.fspath(qrels_path), lost,
+                os.fspath(corpus_path))
+  return EvalCollection(queries={q: t for q, t in queries.items() if q in qrels},
+                        docs=docs, qrels=qrels)

@@ -1,0 +1,68 @@
+"""What a job trains and evaluates on, as the config names it.
+
+`load(config)` returns the bitext (source-language texts, English texts) and
+the evaluation collection (queries, documents, qrels), from the embedded Bible
+(`data.source='bible'`) or from the user's files (`data.source='files'`).
+"""
+from __future__ import annotations
+
+import logging
+
+import ml_collections
+
+from optical_jax.data import bible
+from optical_jax.data import bitext
+from optical_jax.data import collection as collection_lib
+
+log = logging.getLogger(__name__)
+
+Collection = collection_lib.EvalCollection
+
+
+def subsample(col: Collection, max_queries: int, max_docs: int) -> Collection:
+  """The first `max_queries` queries; their judged documents plus other
+  documents up to `max_docs` (0 = no limit). For quick runs and tests."""
+  queries = list(col.queries)[:max_queries or None]
+  qrels = {q: col.qrels[q] for q in queries if q in col.qrels}
+  docs = list(col.docs)
+  if max_docs and max_docs < len(docs):
+    judged = {d for rels in qrels.values() for d in rels if d in col.docs}
+    others = set([d for d in docs if d not in judged][:max(max_docs - len(judged), 0)])
+    docs = [d for d in docs if d in judged or d in others]
+  return collection_lib.EvalCollection(
+      queries={q: col.queries[q] for q in queries}, docs={d: col.docs[d] for d in docs},
+      qrels=qrels)
+
+
+def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True
+         ) -> tuple[list[str], list[str], Collection | None]:
+  """(source texts, English texts, evaluation collection or None)."""
+  d, e = config.data, config.eval
+  src: list[str] = []
+  tgt: list[str] = []
+  col = None
+  if d.source == "bible" or e.collection == "bible":
+    pairs = bible.load_bible_pairs()
+    train_pairs, bible_col = bible.split_bible(pairs, heldout_books=tuple(d.heldout_books))
+    if d.source == "bible":
+      src, tgt = [p.ny for p in train_pairs], [p.en for p in train_pairs]
+    if e.collection == "bible":
+      col = bible_col
+  if d.source == "files" and need_train_data:
+    pairs = bitext.read_bitext(bitext.BitextSpec(
+        format=d.format, path=d.path, src_path=d.src_path, tgt_path=d.tgt_path,
+        src_column=d.src_column, tgt_column=d.tgt_column, src_key=d.src_key,
+        tgt_key=d.tgt_key, has_header=d.has_header, on_bad_line=d.on_bad_line))
+    src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
+  if e.collection == "files":
+    col = collection_lib.read_collection(e.queries, e.corpus, e.qrels)
+  if d.max_pairs:
+    src, tgt = src[:d.max_pairs], tgt[:d.max_pairs]
+  if col is not None:
+    col = subsample(col, e.max_queries, e.max_docs)
+  if need_train_data:
+    if not src:
+      raise ValueError("no training pairs: check config.data")
+    log.info("%d training pairs; evaluation: %s", len(src),
+             f"{len(col.queries)} queries x {len(col.docs)} documents" if col else "none")
+  return src, tgt, col

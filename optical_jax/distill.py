@@ -1,0 +1,257 @@
+"""The distill job: zero-shot evaluation, OT distillation with resume, evaluation, results.
+
+`run(config, workdir)` is what `optical-jax --mode=distill` calls, and what a
+notebook calls too. The workdir holds everything a run produces:
+
+  checkpoints/        Orbax checkpoints (resume is automatic)
+  metrics.jsonl       one record per logged step and per evaluation
+  tensorboard/        the same as TensorBoard events
+  eval/*.run          TREC runs of every evaluation; eval/*.json their metrics
+  results.json, results.md   zero-shot vs the OPTICAL student
+  config.json         the config of the run
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from optical_jax import checkpoint as checkpoint_lib
+from optical_jax import config as config_lib
+from optical_jax import evaluate as evaluate_lib
+from optical_jax import inference
+from optical_jax import metrics_log
+from optical_jax import models
+from optical_jax import retrieval
+from optical_jax import text
+from optical_jax import train as train_lib
+from optical_jax.data import batching
+from optical_jax.data import sources
+from optical_jax.models import heads as heads_lib
+
+log = logging.getLogger(__name__)
+
+# Config blocks that must not change when a run resumes (steps may grow).
+_RESUME_INVARIANT = ("seed", "model", "text", "data", "loss", "ot")
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a distill or evaluate job works with."""
+  config: ml_collections.ConfigDict
+  teacher: heads_lib.TextModel
+  tokenizer: text.Tokenizer
+  src: list[str]
+  tgt: list[str]
+  collection: Any          # sources.Collection or None
+
+
+def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) -> Setup:
+  """Loads the teacher, its tokenizer, the bitext and the evaluation collection."""
+  config_lib.check(config)
+  teacher, tokenizer, _ = models.load(config.model.teacher, dtype=config.model.dtype,
+                                      param_dtype=config.model.param_dtype)
+  src, tgt, collection = sources.load(config, need_train_data=need_train_data)
+  return Setup(config, teacher, tokenizer, src, tgt, collection)
+
+
+class RetrievalEvaluator:
+  """Scores query encoders on one collection; the document side is encoded once.
+
+  Documents are encoded by the frozen teacher (the matching knowledge the
+  student reuses), queries by whichever model is evaluated.
+  """
+
+  def __init__(self, setup: Setup, workdir: pathlib.Path):
+    cfg = setup.config
+    self.cfg, self.collection, self.tokenizer = cfg, setup.collection, setup.tokenizer
+    self.out = workdir / "eval"
+    self.out.mkdir(parents=True, exist_ok=True)
+    self.docids = list(self.collection.docs)
+    self.qids = list(self.collection.queries)
+    self.doc_vecs = inference.encode_texts(
+        setup.teacher, self.tokenizer, [self.collection.docs[d] for d in self.docids],
+        prefix=cfg.text.doc_prefix, batch_size=cfg.eval.batch_size,
+        max_length=cfg.eval.max_length, desc="documents", progress=cfg.train.progress)
+
+  def __call__(self, query_model: heads_lib.TextModel, name: str) -> dict[str, float]:
+    cfg = self.cfg
+    q_vecs = inference.encode_texts(
+        query_model, self.tokenizer, [self.collection.queries[q] for q in self.qids],
+        prefix=cfg.text.query_prefix, batch_size=cfg.eval.batch_size,
+        max_length=cfg.eval.max_length, desc=f"queries ({name})", progress=cfg.train.progress)
+    k = min(cfg.eval.k, len(self.docids))
+    scores, idx = retrieval.topk(q_vecs, self.doc_vecs, k, similarity="dot")
+    run = retrieval.to_run(scores, idx, self.qids, self.docids)
+    evaluate_lib.write_run(self.out / f"{name}.run", run, tag=name)
+    result = evaluate_lib.evaluate(self.collection.qrels, run, cfg.eval.metrics)
+    evaluate_lib.write_metrics(self.out / f"{name}.json", result)
+    # The collapse diagnostic: mean cosine between the vectors of different queries.
+    sample = q_vecs[:1000]
+    sims = sample @ sample.T
+    off = ~np.eye(len(sample), dtype=bool)
+    metrics = dict(result.aggregate, query_spread_cos=float(sims[off].mean()))
+    return metrics
+
+
+def _resume_record(config: ml_collections.ConfigDict) -> dict:
+  return {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+          for k in _RESUME_INVARIANT}
+
+
+def _check_resumable(saved: dict, config: ml_collections.ConfigDict, where: pathlib.Path):
+  now = json.loads(json.dumps(_resume_record(config)))
+  diff = [k for k in _RESUME_INVARIANT if saved.get(k) != now.get(k)]
+  if diff:
+    raise config_lib.ConfigError(
+        f"{where} holds a run with a different config.{diff[0]} (and {len(diff) - 1} more "
+        "blocks); resume it with the same config or use a new --workdir")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Zero-shot evaluation, distillation (resuming if the workdir has a checkpoint), evaluation.
+
+  Returns:
+    {'zero_shot': metrics, 'optical': metrics, 'steps': int}.
+  """
+  wd = pathlib.Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  setup = prepare(config)
+  (wd / "config.json").write_text(config.to_json(indent=2))
+  loss_cfg = config_lib.loss_config(config)
+  tcfg = config.train
+  teacher = setup.teacher
+  n_layers = teacher.encoder.cfg.num_layers
+  layer_index = teacher.encoder.layer_index(loss_cfg.layer)
+
+  # The student starts as the teacher; only the trainable names get optimised.
+  teacher_parts, teacher_params = train_lib.ModelParts.split(teacher)
+  trainable = train_lib.trainable_predicate(tcfg.trainable, n_layers)
+  params = {k: v for k, v in teacher_params.items() if trainable(k)}
+  frozen = {k: v for k, v in teacher_params.items() if not trainable(k)}
+  if not params:
+    raise config_lib.ConfigError(f"config.train.trainable={tcfg.trainable!r} selects no parameter")
+  tx, schedule = train_lib.make_optimizer(tcfg)
+  # A fresh copy: the step donates its state, and the teacher keeps its arrays.
+  state = train_lib.init_state(jax.tree.map(jnp.array, params), tx, config.seed)
+
+  ckpt = checkpoint_lib.Checkpointer(wd, save_every=config.checkpoint.every_steps,
+                                     max_to_keep=config.checkpoint.max_to_keep,
+                                     async_save=config.checkpoint.async_save)
+  results_path = wd / "results.json"
+  results = json.loads(results_path.read_text()) if results_path.exists() else {}
+  restored = ckpt.restore(state)
+  start = 0
+  if restored is not None:
+    state, meta = restored
+    _check_resumable(meta["config"], config, wd)
+    start = int(state.step)
+    log.info("resumed from step %d (data position %s)", start, meta["data_position"])
+  logger = metrics_log.MetricLogger(wd, resume_step=start)
+
+  finished = results.get("steps") == tcfg.steps and "optical" in results
+  # Encoding the documents takes a while: only when something will be evaluated.
+  evaluator = (RetrievalEvaluator(setup, wd) if setup.collection is not None and not finished
+               else None)
+  if evaluator and "zero_shot" not in results:
+    results["zero_shot"] = evaluator(teacher, "zero_shot")
+    logger.write(0, results["zero_shot"], kind="eval_zero_shot")
+    results_path.write_text(json.dumps(results, indent=2))
+
+  order = batching.BatchOrder(len(setup.src), tcfg.batch_size, config.seed)
+  # Student and teacher share one graph: the student is the teacher's architecture.
+  step_fn = train_lib.jit_train_step(teacher_parts, teacher_parts, loss_cfg, tx, layer_index)
+  meta_base = {"config": _resume_record(config)}
+  throughput = train_lib.Throughput()
+  bar = tqdm.tqdm(total=tcfg.steps, initial=start, desc="distill", unit="step",
+                  disable=not tcfg.progress)
+  last_good = ckpt.latest_step()
+  with checkpoint_lib.PreemptionGuard() as guard:
+    for step in range(start, tcfg.steps):
+      idx = order.indices(step)
+      batch, _ = train_lib.make_batch(
+          setup.tokenizer, [setup.src[i] for i in idx], [setup.tgt[i] for i in idx],
+          src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
+          max_length=tcfg.max_length, batch_size=tcfg.batch_size)
+      state, metrics = step_fn(state, frozen, teacher_params, batch)
+      loss = float(metrics["loss"])
+      if not np.isfinite(loss):
+        ckpt.wait()
+        raise FloatingPointError(
+            f"the loss became {loss} at step {step + 1}; stopping. The last good checkpoint "
+            f"(step {ckpt.latest_step() or last_good}) is kept in {ckpt.directory}")
+      pairs_per_s = throughput.update(tcfg.batch_size)
+      done = step + 1
+      if done % tcfg.log_every == 0 or done == tcfg.steps:
+        record = {k: float(v) for k, v in metrics.items()}
+        record.update(lr=float(schedule(step)), pairs_per_s=pairs_per_s)
+        logger.write(done, record)
+      bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{pairs_per_s:.1f}")
+      bar.update(1)
+      meta = dict(meta_base, data_position=order.position(done))
+      stop = guard.requested is not None
+      if ckpt.save(done, state, meta, force=stop or done == tcfg.steps):
+        last_good = done
+      if evaluator and config.eval.every_steps and done % config.eval.every_steps == 0 \
+          and done < tcfg.steps:
+        logger.write(done, evaluator(teacher_parts.merge(frozen, state.params), f"step{done}"),
+                     kind="eval")
+      if stop:
+        ckpt.close()
+        bar.close()
+        raise SystemExit(f"stopped by {guard.requested} after step {done}; "
+                         f"resume with the same command")
+  bar.close()
+  ckpt.close()
+  student = teacher_parts.merge(frozen, state.params)
+  if evaluator:
+    results["optical"] = evaluator(student, "optical")
+    logger.write(tcfg.steps, results["optical"], kind="eval_optical")
+  results["steps"] = tcfg.steps
+  results_path.write_text(json.dumps(results, indent=2))
+  if "optical" in results:
+    table = results_table(results, config.eval.metrics)
+    (wd / "results.md").write_text(table + "\n")
+    print(table, flush=True)
+  logger.close()
+  return results
+
+
+def results_table(results: dict, metrics) -> str:
+  """Markdown: one row per query encoder, one column per metric."""
+  cols = list(metrics) + ["query_spread_cos"]
+  lines = ["| query encoder | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+  names = {"zero_shot": "teacher, zero-shot", "optical": "OPTICAL student"}
+  for key, label in names.items():
+    if key in results:
+      lines.append(f"| {label} | " + " | ".join(f"{results[key][c]:.4f}" for c in cols) + " |")
+  return "\n".join(lines)
+
+
+def restore_student(config: ml_collections.ConfigDict, workdir: str,
+                    teacher: heads_lib.TextModel | None = None) -> heads_lib.TextModel:
+  """The student of the latest checkpoint in `workdir` (error if there is none)."""
+  teacher = teacher or models.load(config.model.teacher, dtype=config.model.dtype,
+                                   param_dtype=config.model.param_dtype)[0]
+  parts, params = train_lib.ModelParts.split(teacher)
+  trainable = train_lib.trainable_predicate(config.train.trainable,
+                                            teacher.encoder.cfg.num_layers)
+  tx, _ = train_lib.make_optimizer(config.train)
+  train_params = {k: v for k, v in params.items() if trainable(k)}
+  frozen = {k: v for k, v in params.items() if not trainable(k)}
+  ckpt = checkpoint_lib.Checkpointer(workdir)
+  restored = ckpt.restore(train_lib.init_state(train_params, tx, config.seed))
+  ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: run --mode=distill first")
+  state, meta = restored
+  _check_resumable(meta["config"], config, pathlib.Path(workdir))
+  return parts.merge(frozen, state.params)

@@ -1,0 +1,46 @@
+r"""Command line: `optical-jax` / `python -m optical_jax.main`.
+
+  optical-jax --config=configs/demo.py --workdir=runs/demo              # distill
+  optical-jax --config=configs/demo.py --workdir=runs/demo --mode=evaluate
+  optical-jax --config=configs/demo.py --workdir=runs/demo --mode=export \
+      --export_dir=runs/demo/student_hf
+
+Every config field can be overridden (`--config.train.steps=20`); a key that
+does not exist is an error.
+"""
+import logging as std_logging
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+_MODE = flags.DEFINE_enum("mode", "distill", ["distill", "evaluate", "export"],
+                          "distill: zero-shot eval, train, eval. evaluate: zero-shot "
+                          "(no checkpoint) or the student of --workdir. export: the "
+                          "student as a Hugging Face directory.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None,
+                                  "export: output directory (default WORKDIR/student_hf).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Our progress at INFO; libraries (Orbax logs every save step) at WARNING.
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger("optical_jax").setLevel(std_logging.INFO)
+  from optical_jax import jobs  # pylint: disable=g-import-not-at-top  (after flags parse)
+  jobs.MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, export_dir=_EXPORT_DIR.value)
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,319 @@
+"""Tests of optical_jax.evaluate: TREC files, metrics, significance, calibration.
+
+Expected metric values are computed here from the textbook formulas (trec_eval's
+definitions: linear gain, log2(rank + 1) discount, relevant = grade > 0) and, for
+a second opinion, by pytrec_eval called directly; none are copied from our output.
+"""
+import itertools
+import json
+import logging
+import math
+import warnings
+
+import ir_measures
+import numpy as np
+import pytest
+import pytrec_eval
+
+from optical_jax import evaluate as ev
+
+# q1: relevant docs at ranks 2, 4, 11 and d9 (grade 3) never retrieved.
+# q2: only 3 documents retrieved (P@10 still divides by 10).
+# q3: its one relevant document at rank 11 (RR@10 = 0, but recip_rank = 1/11).
+# q4: judged, absent from the run (scores 0). q5: in the run, not judged.
+QRELS = {
+    "q1": {"d1": 2, "d2": 1, "d3": 0, "d4": 1, "d9": 3},
+    "q2": {"d1": 1, "d5": 2, "d6": 0},
+    "q3": {"d7": 1, "d8": 0},
+    "q4": {"d1": 1},
+}
+_ORDERS = {
+    "q1": ["d3", "d1", "n1", "d2", "n2", "n3", "n4", "n5", "n6", "n7", "d4", "n8"],
+    "q2": ["d5", "d6", "d1"],
+    "q3": ["d8"] + [f"m{i}" for i in range(9)] + ["d7", "m9"],
+    "q5": ["d1", "d2"],
+}
+# Distinct scores, best first, so there are no ties to break.
+RUN = {q: {d: 20.0 - 1.5 * i for i, d in enumerate(docs)} for q, docs in _ORDERS.items()}
+METRICS = ("nDCG@10", "nDCG@20", "MRR@10", "MAP", "P@10", "R@5", "Recall@100")
+
+
+# ------------------------------------------------------ independent formulas
+
+
+def _ranked(qid):
+  return _ORDERS.get(qid, [])
+
+
+def _n_relevant(qid):
+  return sum(g > 0 for g in QRELS[qid].values())
+
+
+def _dcg(gains):
+  return sum(g / math.log2(rank + 1) for rank, g in enumerate(gains, 1))
+
+
+def _ndcg(qid, k):
+  gains = [QRELS[qid].get(d, 0) for d in _ranked(qid)[:k]]
+  ideal = _dcg(sorted(QRELS[qid].values(), reverse=True)[:k])
+  return _dcg(gains) / ideal if ideal > 0 else 0.0
+
+
+def _rr(qid, k):
+  for rank, d in enumerate(_ranked(qid)[:k], 1):
+    if QRELS[qid].get(d, 0) > 0:
+      return 1.0 / rank
+  return 0.0
+
+
+def _ap(qid):
+  hits, total = 0, 0.0
+  for rank, d in enumerate(_ranked(qid), 1):
+    if QRELS[qid].get(d, 0) > 0:
+      hits += 1
+      total += hits / rank
+  return total / _n_relevant(qid)
+
+
+def _hits(qid, k):
+  return sum(QRELS[qid].get(d, 0) > 0 for d in _ranked(qid)[:k])
+
+
+FORMULAS = {
+    "nDCG@10": lambda q: _ndcg(q, 10), "nDCG@20": lambda q: _ndcg(q, 20),
+    "MRR@10": lambda q: _rr(q, 10), "MAP": _ap,
+    "P@10": lambda q: _hits(q, 10) / 10,
+    "R@5": lambda q: _hits(q, 5) / _n_relevant(q),
+    "Recall@100": lambda q: _hits(q, 100) / _n_relevant(q),
+}
+PYTREC = {"nDCG@10": "ndcg_cut_10", "nDCG@20": "ndcg_cut_20", "MAP": "map",
+          "P@10": "P_10", "R@5": "recall_5", "Recall@100": "recall_100"}
+
+
+def test_formulas_are_not_trivial():
+  # Guards the fixture: the cases above must exercise what they claim to.
+  assert _rr("q3", 10) == 0.0 and _rr("q3", 100) == 1 / 11
+  assert _hits("q1", 10) == 2 and _n_relevant("q1") == 4
+  assert 0 < _ndcg("q1", 10) < _ndcg("q1", 20) < 1
+
+
+def test_evaluate_matches_formulas_and_pytrec_eval():
+  result = ev.evaluate(QRELS, RUN, METRICS)
+  judged = sorted(QRELS)
+  # pytrec_eval scores only queries both judged and retrieved: q4 (absent) and
+  # q5 (unjudged) are missing, so trec_eval -c averaging needs q4 added as 0.
+  direct = pytrec_eval.RelevanceEvaluator(QRELS, set(PYTREC.values())).evaluate(RUN)
+  assert sorted(direct) == ["q1", "q2", "q3"]
+  # trec_eval's recip_rank has no cutoff; on a run cut to 10 it is RR@10.
+  top10 = {q: dict(list(docs.items())[:10]) for q, docs in RUN.items()}
+  rr = pytrec_eval.RelevanceEvaluator(QRELS, {"recip_rank"}).evaluate(top10)
+  for metric in METRICS:
+    for q in judged:
+      expected = FORMULAS[metric](q)
+      if metric == "MRR@10":
+        pytrec_value = rr[q]["recip_rank"] if q in rr else 0.0
+      else:
+        pytrec_value = direct[q][PYTREC[metric]] if q in direct else 0.0
+      assert result.per_query[metric][q] == pytest.approx(expected, abs=1e-9), (metric, q)
+      assert pytrec_value == pytest.approx(expected, abs=1e-9), (metric, q)
+    mean = sum(FORMULAS[metric](q) for q in judged) / len(judged)
+    assert result.aggregate[metric] == pytest.approx(mean, abs=1e-9), metric
+  assert result.measures["MRR@10"] == "RR@10" and result.measures["MAP"] == "AP"
+  assert result.measures["Recall@100"] == "R@100"
+  assert result.n_queries == 4
+
+
+def test_unjudged_run_queries_are_counted_and_left_out(caplog):
+  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluate"):
+    result = ev.evaluate(QRELS, RUN, ["nDCG@10", "P@10"])
+  assert result.n_unjudged_run_queries == 1  # q5
+  assert result.n_judged_missing_from_run == 1  # q4, scored 0
+  assert set(result.per_query["nDCG@10"]) == set(QRELS)
+  assert result.per_query["P@10"]["q4"] == 0.0
+  assert "left out of the averages" in caplog.text
+  more = dict(RUN, q6={"d1": 1.0}, q7={"d2": 2.0})
+  assert ev.evaluate(QRELS, more, ["nDCG@10"]).aggregate == ev.evaluate(
+      QRELS, RUN, ["nDCG@10"]).aggregate
+
+
+def test_ties_follow_trec_eval_for_every_metric():
+  qrels = {"q": {"a": 1, "b": 0, "c": 0}}
+  run = {"q": {"a": 1.0, "b": 1.0, "c": 1.0}}
+  # trec_eval breaks ties by docid descending: c, b, a -> a at rank 3.
+  trec = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)
+  assert trec["q"]["recip_rank"] == pytest.approx(1 / 3)
+  # The trap: ir-measures' RR@10 (MS MARCO script) breaks them ascending.
+  assert ir_measures.calc_aggregate([ir_measures.RR @ 10], qrels, run)[ir_measures.RR @ 10] == 1.0
+  result = ev.evaluate(qrels, run, ["MRR@10", "nDCG@10"])
+  assert result.aggregate["MRR@10"] == pytest.approx(1 / 3)
+  assert result.aggregate["nDCG@10"] == pytest.approx(1 / math.log2(4))
+  assert result.n_queries_with_ties == 1
+
+
+def test_evaluate_refuses_wrong_inputs():
+  with pytest.raises(ValueError, match="shares no query id"):
+    ev.evaluate(QRELS, {"x1": {"d1": 1.0}})
+  with pytest.raises(ValueError, match="unknown metric"):
+    ev.evaluate(QRELS, RUN, ["nDCG@10", "bogus@3"])
+  with pytest.raises(ValueError, match="same measure"):
+    ev.evaluate(QRELS, RUN, ["MAP", "AP"])
+  with pytest.raises(ValueError, match="not an integer"):
+    ev.evaluate({"q1": {"d1": 0.5}}, RUN)
+  with pytest.raises(ValueError, match="non-finite"):
+    ev.evaluate(QRELS, {"q1": {"d1": float("nan"), "d2": 1.0}})
+  with pytest.raises(TypeError):
+    ev.evaluate({1: {"d1": 1}}, {1: {"d1": 1.0}})
+
+
+# ------------------------------------------------------------------ TREC files
+
+
+def test_run_round_trip(tmp_path):
+  run = {"q1": {"a": np.float64(0.1) + 0.2, "b": 3.0, "c": -1e-300},
+         "q2": {"z": 1.0, "y": 1.0}}
+  path = tmp_path / "sub" / "run.txt"
+  ev.write_run(path, run, tag="mine")
+  assert ev.read_run(path) == run
+  lines = [line.split() for line in path.read_text().splitlines()]
+  assert [(l[0], l[2], l[3], l[5]) for l in lines] == [
+      ("q1", "b", "1", "mine"), ("q1", "a", "2", "mine"), ("q1", "c", "3", "mine"),
+      ("q2", "z", "1", "mine"), ("q2", "y", "2", "mine")]  # tie: docid descending
+  assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_write_run_rejects_bad_values(tmp_path):
+  with pytest.raises(ValueError, match="whitespace"):
+    ev.write_run(tmp_path / "r", {"q1": {"d 1": 1.0}})
+  with pytest.raises(ValueError, match="non-finite"):
+    ev.write_run(tmp_path / "r", {"q1": {"d1": float("nan")}})
+  assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())
+
+
+def test_qrels_formats_agree(tmp_path):
+  trec = tmp_path / "qrels.trec"
+  trec.write_text("q1 0 d1 2\nq1 0 d2 0\n\nq2 0 d1 1\n")
+  tsv = tmp_path / "qrels.tsv"
+  tsv.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq2\td1\t1\n")
+  expected = {"q1": {"d1": 2, "d2": 0}, "q2": {"d1": 1}}
+  assert ev.read_qrels(trec) == ev.read_qrels(tsv) == expected
+
+
+@pytest.mark.parametrize("text, line, why", [
+    ("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 1.0\n", 2, "6 columns"),
+    ("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 abc t\n", 2, "score 'abc' is not a number"),
+    ("q1 Q0 d1 1 nan t\n", 1, "not finite"),
+    ("q1 Q0 d1 x 2.0 t\n", 1, "rank 'x'"),
+    ("q1 Q0 d1 1 2.0 t\n\nq1 Q0 d1 2 1.0 t\n", 3, "duplicate document 'd1'"),
+])
+def test_read_run_names_file_and_line(tmp_path, text, line, why):
+  path = tmp_path / "run.txt"
+  path.write_text(text)
+  with pytest.raises(ValueError, match=f"run.txt:{line}: .*{why}"):
+    ev.read_run(path)
+
+
+def test_read_run_bad_utf8(tmp_path):
+  path = tmp_path / "run.txt"
+  path.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d\xff 2 1.0 t\n")
+  with pytest.raises(ValueError, match="run.txt:2: invalid UTF-8"):
+    ev.read_run(path)
+
+
+def test_read_run_skip_counts(tmp_path, caplog):
+  path = tmp_path / "run.txt"
+  path.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 oops t\nq1 Q0 d1 3 9.0 t\n"
+                   b"q1 Q0 d\xff 4 1.0 t\nq1 Q0 d3 5 0.5 t\nshort line\n")
+  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluate"):
+    run = ev.read_run(path, on_bad_line="skip")
+  assert run == {"q1": {"d1": 2.0, "d3": 0.5}}  # the duplicate keeps the first
+  assert "skipped 4 bad line(s)" in caplog.text and "run.txt:2:" in caplog.text
+
+
+def test_read_qrels_errors_and_skip(tmp_path, caplog):
+  path = tmp_path / "qrels.txt"
+  path.write_text("q1 0 d1 1\nq1 0 d2 high\nq1 0 d1 2\nq1 0 d3\n")
+  with pytest.raises(ValueError, match="qrels.txt:2: relevance grade 'high'"):
+    ev.read_qrels(path)
+  path.write_text("q1 0 d1 1\nq1 0 d1 2\n")
+  with pytest.raises(ValueError, match="qrels.txt:2: duplicate document"):
+    ev.read_qrels(path)
+  path.write_text("q1 0 d1 1\nq1 0 d2 high\nq1 0 d1 2\nq1 d3\n")
+  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluate"):
+    assert ev.read_qrels(path, on_bad_line="skip") == {"q1": {"d1": 1}}
+  assert "skipped 3 bad line(s)" in caplog.text
+  with pytest.raises(ValueError, match="on_bad_line"):
+    ev.read_qrels(path, on_bad_line="ignore")
+
+
+# --------------------------------------------------------------- significance
+
+
+def _rank_runs(n_queries=30, seed=0):
+  """One relevant doc per query; 'better' ranks it first, 'base' at 2..6."""
+  rng = np.random.default_rng(seed)
+  qrels = {f"q{i}": {"rel": 1} for i in range(n_queries)}
+  docs = ["rel"] + [f"n{j}" for j in range(9)]
+
+  def run(positions):
+    out = {}
+    for i, pos in enumerate(positions):
+      order = [d for d in docs if d != "rel"]
+      order.insert(pos, "rel")
+      out[f"q{i}"] = {d: 10.0 - j for j, d in enumerate(order)}
+    return out
+
+  return qrels, {"base": run(rng.integers(1, 6, n_queries)), "better": run([0] * n_queries)}
+
+
+def test_compare_better_run_is_significant():
+  qrels, runs = _rank_runs()
+  runs["same"] = runs["base"]
+  result = ev.compare(qrels, runs, "base", ["MRR@10", "nDCG@10"], n_permutations=2000)
+  better = result.comparisons["better"]["MRR@10"]
+  assert better.delta > 0.3 and better.p_ttest < 1e-6
+  # All differences are positive: only the all-plus and all-minus sign patterns
+  # (probability 2 / 2**30) reach the observed mean, so no permutation hits.
+  assert better.p_randomization == 1 / 2001
+  table = ev.markdown_table(result)
+  better_row = next(l for l in table.splitlines() if l.startswith("| better"))
+  same_row = next(l for l in table.splitlines() if l.startswith("| same"))
+  assert better_row.count(ev.SIGNIFICANT_MARK) == 2 and ev.SIGNIFICANT_MARK not in same_row
+  assert "| base (baseline) |" in table and "both a paired t-test" in table
+
+
+def test_compare_identical_runs_give_p_one_without_nan(tmp_path):
+  qrels, runs = _rank_runs()
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a leaked RuntimeWarning (0/0) fails here
+    result = ev.compare(qrels, {"a": runs["base"], "b": runs["base"]}, "a",
+                        ["MRR@10", "P@10"], n_permutations=500)
+  for comparison in result.comparisons["b"].values():
+    assert (comparison.delta, comparison.p_ttest, comparison.p_randomization) == (0, 1, 1)
+  json.loads(ev.write_metrics(tmp_path / "cmp.json", result).read_text())
+  with pytest.raises(ValueError, match="baseline"):
+    ev.compare(qrels, runs, "nope")
+
+
+def test_paired_tests_against_scipy_and_exact_enumeration():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(0.5, 0.2, 10), rng.normal(0.45, 0.2, 10)
+  from scipy import stats
+  assert ev.paired_t_test(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+  assert ev.paired_t_test(a + 0.1, a) == 0.0  # constant shift: t = inf
+  diff = a - b
+  flips = np.array(list(itertools.product([-1, 1], repeat=diff.size)))
+  exact = np.mean(np.abs(flips @ diff) >= abs(diff.sum()) - 1e-12)
+  p = ev.randomization_test(a, b, n_permutations=20_000, seed=3)
+  assert abs(p - exact) < 5 * math.sqrt(exact * (1 - exact) / 20_000)
+  assert p == ev.randomization_test(a, b, n_permutations=20_000, seed=3)
+  assert p != ev.randomization_test(a, b, n_permutations=20_000, seed=4)
+
+
+def test_write_metrics_round_trip_and_refuses_nan(tmp_path):
+  result = ev.evaluate(QRELS, RUN, ["nDCG@10"])
+  loaded = json.loads(ev.write_metrics(tmp_path / "m.json", result).read_text())
+  assert loaded["aggregate"] == result.aggregate and loaded["n_unjudged_run_queries"] == 1
+  with pytest.raises(ValueError, match="non-finite"):
+    ev.write_metrics(tmp_path / "bad.json", {"ece": float("nan")})
+  assert json.loads(ev.write_metrics(tmp_path / "np.json", {"x": np.float32(0.5)})
+                    .read_text()) == {"x": 0.5}
