@@ -48,6 +48,10 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def should_save(self, step: int) -> bool:
+    """Whether `save(step, ...)` would write (the interval, or preemption on TPU)."""
+    return self.manager.should_save(step)
+
   def save(self, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
     """Saves if the interval (or `force`) says so; returns whether it did."""
     saved = self.manager.save(step, args=ocp.args.Composite(

@@ -20,8 +20,8 @@ def default() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.teacher = "embedded"          # HF directory, hub id, or 'embedded' (e5-small)
-  c.model.student = ""                  # '' = a copy of the teacher
+  c.model.teacher = "embedded"          # HF directory, hub id, or 'embedded' (e5-small);
+                                        # the student starts as a copy of it
   c.model.dtype = "float32"             # activations: float32 | bfloat16
   c.model.param_dtype = "float32"
 
@@ -70,6 +70,7 @@ def default() -> ml_collections.ConfigDict:
   c.train.clip_norm = 1.0
   c.train.b1 = 0.9
   c.train.b2 = 0.999
+  c.train.eps = 1e-8
   c.train.trainable = "no_word_embeddings"   # all | no_word_embeddings | top:K | regex:P
   c.train.log_every = 10
   c.train.progress = True
@@ -88,6 +89,13 @@ def default() -> ml_collections.ConfigDict:
   c.ot.lse_mode = True
   c.ot.marginals = "uniform"
   c.ot.differentiate_plan = False
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+  c.parallel.rules = "replicated"      # replicated | fsdp | tensor | fsdp_tensor
+  c.parallel.step = "shard_map"        # shard_map (jit + shardings) | pmap (pure DP)
+  c.parallel.distributed = False       # jax.distributed.initialize() (multi-host)
+  c.parallel.use_mesh = "auto"         # auto: a mesh when there is more than one device
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 50
@@ -118,7 +126,8 @@ def check(c: ml_collections.ConfigDict) -> None:
   choices = {"data.source": ("bible", "files"), "data.format": ("tsv", "parallel", "jsonl"),
              "data.on_bad_line": ("error", "skip"),
              "eval.collection": ("bible", "files", "none"),
-             "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16")}
+             "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
+             "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no")}
   for key, allowed in choices.items():
     block, field = key.split(".")
     if c[block][field] not in allowed:

@@ -19,7 +19,6 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -31,6 +30,7 @@ from optical_jax import inference
 from optical_jax import metrics_log
 from optical_jax import models
 from optical_jax import retrieval
+from optical_jax import sharding
 from optical_jax import text
 from optical_jax import train as train_lib
 from optical_jax.data import batching
@@ -140,8 +140,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if not params:
     raise config_lib.ConfigError(f"config.train.trainable={tcfg.trainable!r} selects no parameter")
   tx, schedule = train_lib.make_optimizer(tcfg)
-  # A fresh copy: the step donates its state, and the teacher keeps its arrays.
-  state = train_lib.init_state(jax.tree.map(jnp.array, params), tx, config.seed)
+  mesh = make_mesh(config)
+  # Student and teacher share one graph: the student is the teacher's architecture.
+  runner = train_lib.StepRunner(teacher_parts, teacher_parts, loss_cfg, tx, layer_index,
+                                mesh=mesh, mode=config.parallel.step,
+                                rules=sharding.resolve_rules(config.parallel.rules))
+  for ways, what in ((jax.process_count(), "hosts"),
+                    (runner.data_parallelism, f"data-parallel devices ({config.parallel.step})")):
+    if tcfg.batch_size % ways:
+      raise config_lib.ConfigError(f"config.train.batch_size={tcfg.batch_size} does not divide "
+                                   f"over {ways} {what}; see config.parallel")
+  # The step's copies (sharded or replicated); the host copies stay for evaluation.
+  frozen_dev, teacher_dev = runner.place_params(frozen), runner.place_params(teacher_params)
+  state = runner.init_state(params, config.seed)
 
   ckpt = checkpoint_lib.Checkpointer(wd, save_every=config.checkpoint.every_steps,
                                      max_to_keep=config.checkpoint.max_to_keep,
@@ -167,8 +178,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results_path.write_text(json.dumps(results, indent=2))
 
   order = batching.BatchOrder(len(setup.src), tcfg.batch_size, config.seed)
-  # Student and teacher share one graph: the student is the teacher's architecture.
-  step_fn = train_lib.jit_train_step(teacher_parts, teacher_parts, loss_cfg, tx, layer_index)
+  state = runner.to_device(state)
   meta_base = {"config": _resume_record(config)}
   throughput = train_lib.Throughput()
   bar = tqdm.tqdm(total=tcfg.steps, initial=start, desc="distill", unit="step",
@@ -176,12 +186,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   last_good = ckpt.latest_step()
   with checkpoint_lib.PreemptionGuard() as guard:
     for step in range(start, tcfg.steps):
-      idx = order.indices(step)
-      batch, _ = train_lib.make_batch(
+      # Each host tokenises only its own slice of the global batch.
+      idx = order.indices(step, jax.process_index(), jax.process_count())
+      batch = train_lib.make_batch(
           setup.tokenizer, [setup.src[i] for i in idx], [setup.tgt[i] for i in idx],
           src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
-          max_length=tcfg.max_length, batch_size=tcfg.batch_size)
-      state, metrics = step_fn(state, frozen, teacher_params, batch)
+          max_length=tcfg.max_length, batch_size=len(idx))
+      state, metrics = runner(state, frozen_dev, teacher_dev, batch)
       loss = float(metrics["loss"])
       if not np.isfinite(loss):
         ckpt.wait()
@@ -192,18 +203,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       done = step + 1
       if done % tcfg.log_every == 0 or done == tcfg.steps:
         record = {k: float(v) for k, v in metrics.items()}
-        record.update(lr=float(schedule(step)), pairs_per_s=pairs_per_s)
+        record.update(lr=float(schedule(step)), pairs_per_s=pairs_per_s,
+                      truncated_texts=setup.tokenizer.total_truncated)
         logger.write(done, record)
       bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{pairs_per_s:.1f}")
       bar.update(1)
       meta = dict(meta_base, data_position=order.position(done))
       stop = guard.requested is not None
-      if ckpt.save(done, state, meta, force=stop or done == tcfg.steps):
+      force = stop or done == tcfg.steps
+      if (force or ckpt.should_save(done)) and ckpt.save(done, runner.to_host(state), meta,
+                                                         force=force):
         last_good = done
       if evaluator and config.eval.every_steps and done % config.eval.every_steps == 0 \
           and done < tcfg.steps:
-        logger.write(done, evaluator(teacher_parts.merge(frozen, state.params), f"step{done}"),
-                     kind="eval")
+        logger.write(done, evaluator(teacher_parts.merge(frozen, runner.to_host(state).params),
+                                     f"step{done}"), kind="eval")
       if stop:
         ckpt.close()
         bar.close()
@@ -211,7 +225,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                          f"resume with the same command")
   bar.close()
   ckpt.close()
-  student = teacher_parts.merge(frozen, state.params)
+  student = teacher_parts.merge(frozen, runner.to_host(state).params)
   if evaluator:
     results["optical"] = evaluator(student, "optical")
     logger.write(tcfg.steps, results["optical"], kind="eval_optical")
@@ -223,6 +237,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     print(table, flush=True)
   logger.close()
   return results
+
+
+def make_mesh(config: ml_collections.ConfigDict):
+  """The configured mesh, or None for a plain single-device step."""
+  use = config.parallel.use_mesh
+  if use == "no" or (use == "auto" and jax.device_count() == 1):
+    return None
+  return sharding.make_mesh(config.parallel.mesh.to_dict())
 
 
 def results_table(results: dict, metrics) -> str:

@@ -1,13 +1,26 @@
-"""The CLI's modes, as functions of (config, workdir) a notebook can call too."""
+"""The CLI's modes, as functions of (config, workdir, flags) a notebook can call too.
+
+  distill    zero-shot evaluation, OT distillation (resumable), evaluation
+  evaluate   metrics of --runs against qrels; without --runs, encode and
+             evaluate the teacher zero-shot and the workdir's student
+  export     the student as a Hugging Face directory
+  index      encode the collection's documents with the teacher -> WORKDIR/index
+  search     encode the queries, search the index -> WORKDIR/search/NAME.run
+  compare    --runs against --baseline: metrics with significance marks
+"""
 from __future__ import annotations
 
 import json
 import logging
 import pathlib
+from typing import Sequence
 
 import ml_collections
 
 from optical_jax import distill
+from optical_jax import evaluate as evaluate_lib
+from optical_jax import inference
+from optical_jax import retrieval
 from optical_jax.models import weights
 
 log = logging.getLogger(__name__)
@@ -17,12 +30,38 @@ def distill_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> dict:
   return distill.run(config, workdir)
 
 
-def evaluate_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> dict:
-  """Zero-shot, and the student of `workdir` when it has a checkpoint."""
+def _qrels(config, qrels_path: str | None):
+  """--qrels if given, else the configured collection's."""
+  if qrels_path:
+    return evaluate_lib.read_qrels(qrels_path)
+  setup = distill.prepare(config, need_train_data=False)
+  if setup.collection is None:
+    raise ValueError("no qrels: pass --qrels or configure eval.collection")
+  return setup.collection.qrels
+
+
+def _run_name(path: str) -> str:
+  return pathlib.Path(path).stem
+
+
+def evaluate_mode(config: ml_collections.ConfigDict, workdir: str, *,
+                  runs: Sequence[str] = (), qrels: str | None = None, **_) -> dict:
+  """Metrics of run files, or of the teacher zero-shot and the workdir's student."""
+  wd = pathlib.Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  if runs:
+    judged = _qrels(config, qrels)
+    results = {}
+    for path in runs:
+      res = evaluate_lib.evaluate(judged, evaluate_lib.read_run(path), config.eval.metrics)
+      evaluate_lib.write_metrics(wd / f"{_run_name(path)}.metrics.json", res)
+      results[_run_name(path)] = dict(res.aggregate)
+      print(f"{path}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.aggregate.items()) +
+            f" ({res.n_queries} judged queries)", flush=True)
+    return results
   setup = distill.prepare(config, need_train_data=False)
   if setup.collection is None:
     raise ValueError("config.eval.collection is 'none': nothing to evaluate on")
-  wd = pathlib.Path(workdir)
   evaluator = distill.RetrievalEvaluator(setup, wd)
   results = {"zero_shot": evaluator(setup.teacher, "zero_shot")}
   if (wd / "checkpoints").exists():
@@ -46,4 +85,80 @@ def export_mode(config: ml_collections.ConfigDict, workdir: str, *,
   return out
 
 
-MODES = {"distill": distill_mode, "evaluate": evaluate_mode, "export": export_mode}
+def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> retrieval.Index:
+  """Encodes the collection's documents with the teacher into WORKDIR/index."""
+  setup = distill.prepare(config, need_train_data=False)
+  if setup.collection is None:
+    raise ValueError("config.eval.collection is 'none': no documents to index")
+  docids = list(setup.collection.docs)
+
+  def encode(texts):
+    return inference.encode_texts(setup.teacher, setup.tokenizer, texts,
+                                  prefix=config.text.doc_prefix,
+                                  batch_size=config.eval.batch_size,
+                                  max_length=config.eval.max_length, progress=False)
+
+  index = retrieval.build_index(
+      encode, [setup.collection.docs[d] for d in docids], docids,
+      pathlib.Path(workdir) / "index", batch_size=1024, dtype="float32", similarity="dot",
+      metadata={"model_id": config.model.teacher, "prefix": config.text.doc_prefix},
+      overwrite=True, progress=config.train.progress)
+  print(f"indexed {index.count} documents into {index.path}", flush=True)
+  return index
+
+
+def search_mode(config: ml_collections.ConfigDict, workdir: str, *,
+                query_encoder: str = "auto", **_) -> pathlib.Path:
+  """Searches WORKDIR/index with the student (or the teacher) -> a TREC run."""
+  wd = pathlib.Path(workdir)
+  index = retrieval.load_index(wd / "index")
+  setup = distill.prepare(config, need_train_data=False)
+  if query_encoder == "auto":
+    query_encoder = "student" if (wd / "checkpoints").exists() else "teacher"
+  model = (distill.restore_student(config, workdir, setup.teacher)
+           if query_encoder == "student" else setup.teacher)
+  qids = list(setup.collection.queries)
+  vecs = inference.encode_texts(model, setup.tokenizer,
+                                [setup.collection.queries[q] for q in qids],
+                                prefix=config.text.query_prefix,
+                                batch_size=config.eval.batch_size,
+                                max_length=config.eval.max_length,
+                                progress=config.train.progress)
+  # The student is distilled from the teacher: its queries live in the space of
+  # the teacher's documents, so the teacher's id is what the index must match.
+  retrieval.check_compatible(index, vecs.shape[1], config.model.teacher)
+  scores, idx = retrieval.topk(vecs, index.embeddings, min(config.eval.k, index.count))
+  run = retrieval.to_run(scores, idx, qids, index.docids)
+  out = wd / "search" / f"{query_encoder}.run"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  evaluate_lib.write_run(out, run, tag=query_encoder)
+  print(f"wrote {out}", flush=True)
+  if setup.collection.qrels:
+    evaluate_mode(config, str(wd / "search"), runs=[str(out)], qrels=None)
+  return out
+
+
+def compare_mode(config: ml_collections.ConfigDict, workdir: str, *,
+                 runs: Sequence[str] = (), baseline: str | None = None,
+                 qrels: str | None = None, **_) -> str:
+  """Markdown table of --runs against --baseline (a name or a path among --runs)."""
+  if len(runs) < 2:
+    raise ValueError("compare needs --runs with two or more run files")
+  loaded = {_run_name(p): evaluate_lib.read_run(p) for p in runs}
+  if len(loaded) != len(runs):
+    raise ValueError(f"two --runs share a file name: {list(runs)}")
+  base = _run_name(baseline) if baseline else _run_name(runs[0])
+  if base not in loaded:
+    raise ValueError(f"--baseline {baseline!r} is not one of --runs {list(loaded)}")
+  result = evaluate_lib.compare(_qrels(config, qrels), loaded, base, config.eval.metrics,
+                                seed=config.seed)
+  table = evaluate_lib.markdown_table(result)
+  wd = pathlib.Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  (wd / "compare.md").write_text(table)
+  print(table, flush=True)
+  return table
+
+
+MODES = {"distill": distill_mode, "evaluate": evaluate_mode, "export": export_mode,
+         "index": index_mode, "search": search_mode, "compare": compare_mode}

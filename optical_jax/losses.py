@@ -18,6 +18,7 @@ The total is their weighted sum; `LossConfig` holds the weights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +57,17 @@ class LossConfig:
       raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
+def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
+  return jax.lax.psum(x, axis_name) if axis_name else x
+
+
+def _gather(x: jax.Array, axis_name: str | None) -> jax.Array:
+  return jax.lax.all_gather(x, axis_name, tiled=True) if axis_name else x
+
+
 def contrastive(student_vecs: jax.Array, teacher_vecs: jax.Array,
-                temperature: float, valid: jax.Array | None = None) -> jax.Array:
+                temperature: float, valid: jax.Array | None = None, *,
+                axis_name: str | None = None) -> jax.Array:
   """In-batch InfoNCE, student source -> teacher target.
 
   Args:
@@ -67,25 +77,33 @@ def contrastive(student_vecs: jax.Array, teacher_vecs: jax.Array,
     temperature: logits are cosine / temperature.
     valid: [B] bool; invalid rows (batch padding) are neither anchors nor
       negatives.
+    axis_name: inside `pmap`, the device axis: the negatives are then the
+      whole global batch (teacher vectors gathered from every device), and the
+      value is this device's share of the global mean (psum it).
 
   Returns:
     mean cross-entropy over valid rows (float32 scalar).
   """
   b = student_vecs.shape[0]
   valid = jnp.ones((b,), bool) if valid is None else valid
-  logits = (student_vecs.astype(jnp.float32) @ teacher_vecs.astype(jnp.float32).T) / temperature
-  logits = jnp.where(valid[None, :], logits, -1e9)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.arange(b))
-  return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  cols = _gather(teacher_vecs.astype(jnp.float32), axis_name)
+  col_valid = _gather(valid, axis_name)
+  offset = jax.lax.axis_index(axis_name) * b if axis_name else 0
+  logits = (student_vecs.astype(jnp.float32) @ cols.T) / temperature
+  logits = jnp.where(col_valid[None, :], logits, -1e9)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.arange(b) + offset)
+  n = jax.lax.stop_gradient(_psum(jnp.sum(valid), axis_name))
+  return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(n, 1)
 
 
 def pooled_mse(student_vecs: jax.Array, teacher_vecs: jax.Array,
-               valid: jax.Array | None = None) -> jax.Array:
-  """Mean over valid rows of the squared error summed over dimensions... / D.
+               valid: jax.Array | None = None, *, axis_name: str | None = None) -> jax.Array:
+  """Pooled-embedding MSE (sentence-transformers' multilingual distillation loss).
 
   Args:
     student_vecs, teacher_vecs: [B, D].
     valid: [B] bool.
+    axis_name: inside `pmap`: this device's share of the global mean.
 
   Returns:
     float32 scalar: mean over valid rows and dimensions (as torch MSELoss).
@@ -93,12 +111,24 @@ def pooled_mse(student_vecs: jax.Array, teacher_vecs: jax.Array,
   err = jnp.mean(jnp.square(student_vecs.astype(jnp.float32) -
                             teacher_vecs.astype(jnp.float32)), axis=-1)
   valid = jnp.ones(err.shape, bool) if valid is None else valid
-  return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  n = jax.lax.stop_gradient(_psum(jnp.sum(valid), axis_name))
+  return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(n, 1)
+
+
+def ot_per_pair(cfg: ot.OTConfig, student_tokens, student_mask, teacher_tokens, teacher_mask,
+                student_special, teacher_special) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(<P, C> [B], valid [B], converged [B]) of each pair: a per-pair function,
+  so it runs unchanged on each device's own rows (see `sharding.per_device`)."""
+  _, aux = ot.ot_alignment_loss(student_tokens, student_mask, teacher_tokens, teacher_mask,
+                                cfg, student_special=student_special,
+                                teacher_special=teacher_special)
+  return aux["per_pair"], aux["valid"], aux["converged"]
 
 
 def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: jax.Array,
                       teacher_tokens: jax.Array, teacher_vecs: jax.Array,
-                      batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+                      batch: dict[str, jax.Array], *, axis_name: str | None = None,
+                      ot_fn=None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The weighted objective for one batch.
 
   Args:
@@ -109,30 +139,45 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
     teacher_vecs: [B, D] teacher pooled vectors.
     batch: 'src_mask', 'tgt_mask' [B, L] and 'src_special', 'tgt_special'
       [B, L] (special and prefix tokens).
+    axis_name: inside `pmap`, the device axis. Every value is then this
+      device's share of the global-batch value (local sum / global count), so
+      a psum over devices gives exactly the single-device loss and metrics.
+    ot_fn: computes `ot_per_pair(cfg.ot, ...)`; `sharding.per_device` wraps it
+      so each device solves only its own pairs.
 
   Returns:
     (total loss, metrics: each term and OT diagnostics, float32 scalars).
   """
   valid = (jnp.sum(batch["src_mask"], -1) > 0) & (jnp.sum(batch["tgt_mask"], -1) > 0)
+  n_valid = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(valid), axis_name), 1))
   terms, metrics = {}, {}
   if cfg.ot_weight:
-    terms["ot"], aux = ot.ot_alignment_loss(
-        student_tokens, batch["src_mask"], teacher_tokens, batch["tgt_mask"], cfg.ot,
-        student_special=batch["src_special"], teacher_special=batch["tgt_special"])
-    metrics["ot_converged"] = jnp.sum(aux["converged"]) / jnp.maximum(jnp.sum(aux["valid"]), 1)
+    fn = ot_fn or functools.partial(ot_per_pair, cfg.ot)
+    per_pair, ot_valid, converged = fn(student_tokens, batch["src_mask"], teacher_tokens,
+                                       batch["tgt_mask"], batch["src_special"],
+                                       batch["tgt_special"])
+    n_ot = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(ot_valid), axis_name), 1))
+    terms["ot"] = jnp.sum(per_pair) / n_ot
+    metrics["ot_converged"] = jnp.sum(converged) / n_ot
   if cfg.contrastive_weight:
-    terms["contrastive"] = contrastive(student_vecs, teacher_vecs, cfg.temperature, valid)
+    terms["contrastive"] = contrastive(student_vecs, teacher_vecs, cfg.temperature, valid,
+                                       axis_name=axis_name)
   if cfg.mse_weight:
-    terms["mse"] = pooled_mse(student_vecs, teacher_vecs, valid)
+    terms["mse"] = pooled_mse(student_vecs, teacher_vecs, valid, axis_name=axis_name)
   weights = {"ot": cfg.ot_weight, "contrastive": cfg.contrastive_weight, "mse": cfg.mse_weight}
   total = sum(weights[k] * v for k, v in terms.items())
   metrics.update({f"loss_{k}": v for k, v in terms.items()})
   # How far apart in-batch translations stay for the student: the collapse
   # that pulling alone causes shows up here first.
-  sims = student_vecs.astype(jnp.float32) @ teacher_vecs.astype(jnp.float32).T
-  b = sims.shape[0]
-  off = ~jnp.eye(b, dtype=bool) & valid[:, None] & valid[None, :]
-  metrics["pos_cos"] = jnp.sum(jnp.where(valid, jnp.diagonal(sims), 0)) / jnp.maximum(
-      jnp.sum(valid), 1)
-  metrics["neg_cos"] = jnp.sum(jnp.where(off, sims, 0)) / jnp.maximum(jnp.sum(off), 1)
+  s = jax.lax.stop_gradient(student_vecs.astype(jnp.float32))
+  cols = _gather(jax.lax.stop_gradient(teacher_vecs.astype(jnp.float32)), axis_name)
+  col_valid = _gather(valid, axis_name)
+  b = s.shape[0]
+  offset = jax.lax.axis_index(axis_name) * b if axis_name else 0
+  sims = s @ cols.T
+  own = jnp.arange(cols.shape[0])[None, :] == (jnp.arange(b) + offset)[:, None]
+  off = ~own & valid[:, None] & col_valid[None, :]
+  n_off = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(off), axis_name), 1))
+  metrics["pos_cos"] = jnp.sum(jnp.where(own & valid[:, None], sims, 0)) / n_valid
+  metrics["neg_cos"] = jnp.sum(jnp.where(off, sims, 0)) / n_off
   return total, metrics

@@ -121,7 +121,7 @@ def make_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
 
   Args:
     cfg: the `train` config block (lr, steps, warmup_frac, schedule,
-      weight_decay, clip_norm, b1, b2).
+      weight_decay, clip_norm, b1, b2, eps).
   """
   warmup = int(round(cfg.warmup_frac * cfg.steps))
   decay_steps = max(cfg.steps - warmup, 1)
@@ -137,7 +137,7 @@ def make_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
       [optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm else optax.identity(),
-      optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+      optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
   return tx, schedule
 
 
@@ -150,7 +150,8 @@ def encode_pair_side(model: heads_lib.TextModel, ids, mask, layer_index: int):
 def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[str, jax.Array],
                *, student_parts: ModelParts, teacher_parts: ModelParts,
                loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
-               layer_index: int) -> tuple[TrainState, dict[str, jax.Array]]:
+               layer_index: int, axis_name: str | None = None,
+               ot_fn=None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One distillation step (pure; jit it with the keyword arguments bound).
 
   Args:
@@ -163,6 +164,10 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
     loss_cfg: the objective.
     tx: the optimizer.
     layer_index: index into `hidden_states` of the OT layer.
+    axis_name: under `pmap`, the device axis: the loss is each device's share
+      of the global-batch loss, and gradients and metrics are summed over it.
+    ot_fn: the per-pair OT function (`sharding.per_device` runs it on each
+      device's own pairs under jit with shardings).
 
   Returns:
     (new state, float32 scalar metrics).
@@ -174,9 +179,12 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
   def loss_fn(params):
     s_model = student_parts.merge(frozen, params)
     s_tok, s_vec = encode_pair_side(s_model, batch["src_ids"], batch["src_mask"], layer_index)
-    return losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch)
+    return losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch,
+                                        axis_name=axis_name, ot_fn=ot_fn)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if axis_name:  # shares of the global batch -> the global values, on every device
+    loss, metrics, grads = jax.lax.psum((loss, metrics, grads), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
@@ -190,14 +198,13 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
 
 def make_batch(tokenizer: text.Tokenizer, src: Sequence[str], tgt: Sequence[str], *,
                src_prefix: str, tgt_prefix: str, max_length: int, batch_size: int,
-               pad_to_max: bool = True) -> tuple[dict[str, np.ndarray], int]:
-  """Token arrays for a batch of pairs, and how many texts were truncated.
+               pad_to_max: bool = True) -> dict[str, np.ndarray]:
+  """Token arrays for a batch of pairs (truncations counted by the tokenizer).
 
   With `pad_to_max` both sides are padded to `max_length` so the jitted step
   compiles once; otherwise to their length bucket.
   """
   sides = {}
-  truncated = 0
   for side, texts, prefix in (("src", src, src_prefix), ("tgt", tgt, tgt_prefix)):
     b = tokenizer.encode(texts, prefix=prefix, max_length=max_length, batch_size=batch_size)
     if pad_to_max and b.ids.shape[1] < max_length:
@@ -206,8 +213,7 @@ def make_batch(tokenizer: text.Tokenizer, src: Sequence[str], tgt: Sequence[str]
       b.mask = np.pad(b.mask, ((0, 0), (0, pad)))
       b.special = np.pad(b.special, ((0, 0), (0, pad)))
     sides.update({f"{side}_ids": b.ids, f"{side}_mask": b.mask, f"{side}_special": b.special})
-    truncated += b.num_truncated
-  return sides, truncated
+  return sides
 
 
 class Throughput:
@@ -234,6 +240,128 @@ def jit_train_step(student_parts: ModelParts, teacher_parts: ModelParts,
   return jax.jit(step, donate_argnums=(0,), **jit_kwargs)
 
 
-def init_state(params: Params, tx: optax.GradientTransformation, seed: int) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(jax.random.key(seed)))
+class StepRunner:
+  """Runs the step on one device, on a mesh (jit with shardings), or under pmap.
+
+  * no mesh: plain `jax.jit`.
+  * mode 'shard_map': `jax.jit` with explicit in/out shardings (parameters by
+    the logical-axis rules, batch rows over `data`, state donated); the
+    encoders are partitioned by the compiler, and the Sinkhorn solve runs
+    inside `jax.shard_map` on each device's own pairs.
+  * mode 'pmap': the same per-device step under `jax.pmap` over every device
+    of the mesh (pure data parallelism; the state is replicated with a leading
+    device axis); the loss is normalised by the global batch, gradients are
+    summed across devices, so it equals the single-device step.
+
+  Attributes:
+    mesh: the mesh, or None.
+    mode: 'shard_map' or 'pmap'.
+  """
+
+  def __init__(self, student_parts: ModelParts, teacher_parts: ModelParts,
+               loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
+               layer_index: int, *, mesh=None, mode: str = "shard_map",
+               rules: Sequence[tuple[str, str]] = ()):
+    from optical_jax import sharding  # pylint: disable=g-import-not-at-top
+    self.mesh, self.mode, self._sharding = mesh, mode, sharding
+    kw = dict(student_parts=student_parts, teacher_parts=teacher_parts, loss_cfg=loss_cfg,
+              tx=tx, layer_index=layer_index)
+    if mode not in ("shard_map", "pmap"):
+      raise ValueError(f"parallel.step={mode!r}: expected 'shard_map' or 'pmap'")
+    self.shardings = (sharding.param_shardings(teacher_parts.templates, mesh, rules)
+                      if mesh is not None and mode == "shard_map" else None)
+    self._tx = tx
+    if mesh is None:
+      self._step = jit_train_step(student_parts, teacher_parts, loss_cfg, tx, layer_index)
+    elif mode == "pmap":
+      self._step = jax.pmap(functools.partial(train_step, axis_name="batch", **kw),
+                            axis_name="batch", devices=self._devices, donate_argnums=(0,))
+    else:
+      ot_fn = sharding.per_device(functools.partial(losses_lib.ot_per_pair, loss_cfg.ot),
+                                  mesh, 3)
+      self._step = jax.jit(functools.partial(train_step, ot_fn=ot_fn, **kw),
+                           donate_argnums=(0,))
+
+  @property
+  def data_parallelism(self) -> int:
+    """How many ways a batch is split (it must divide the batch size)."""
+    if self.mesh is None:
+      return 1
+    return len(self._devices) if self.mode == "pmap" else self.mesh.shape["data"]
+
+  def place_params(self, params: Params) -> Params:
+    """Fixed step inputs (teacher, frozen student parts) where the step wants
+    them: sharded by the rules, replicated per device under pmap."""
+    if self.shardings is not None:
+      return self._sharding.place(params, self.shardings)
+    if self.mesh is not None:
+      return self._replicate(params)
+    return {k: jnp.asarray(v) for k, v in params.items()}
+
+  def _replicate(self, tree):
+    """One copy per device along a leading axis, as pmap takes its inputs."""
+    n = len(self._devices)
+    mesh = jax.sharding.Mesh(np.array(self._devices), ("batch",))
+    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    return jax.tree.map(
+        lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (n, *np.shape(x))),
+                                 stacked), tree)
+
+  def init_state(self, params: Params, seed: int) -> TrainState:
+    """A fresh state in host layout (sharded by the rules on a mesh in
+    'shard_map' mode): what checkpoints hold, and the restore target."""
+    if self.shardings is not None:
+      params = self._sharding.place(params, self.shardings)
+    params = jax.tree.map(jnp.array, params)    # owned copies: the step donates the state
+    return init_state(params, self._tx, seed, shardings=self.shardings)
+
+  def to_device(self, state: TrainState) -> TrainState:
+    if self.mode == "pmap" and self.mesh is not None:
+      return self._replicate(state)
+    return state
+
+  def to_host(self, state: TrainState) -> TrainState:
+    """One copy of the state (what checkpoints and evaluation take)."""
+    if self.mode == "pmap" and self.mesh is not None:
+      return jax.tree.map(lambda x: x[0], state)
+    return state
+
+  def batch(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
+    if self.mesh is None:
+      return local
+    if self.mode == "pmap":
+      n = len(self._devices)
+      if len(local["src_ids"]) % n:
+        raise ValueError(f"train.batch_size {len(local['src_ids'])} does not divide over "
+                         f"{n} devices")
+      return {k: v.reshape(n, -1, *v.shape[1:]) for k, v in local.items()}
+    return self._sharding.global_batch(local, self.mesh)
+
+  def __call__(self, state, frozen, teacher, local_batch):
+    state, metrics = self._step(state, frozen, teacher, self.batch(local_batch))
+    if self.mode == "pmap" and self.mesh is not None:
+      metrics = jax.tree.map(lambda x: x[0], metrics)
+    return state, metrics
+
+
+def init_state(params: Params, tx: optax.GradientTransformation, seed: int,
+               shardings=None) -> TrainState:
+  """Step 0. With `shardings`, the optimizer moments are created in the
+  parameters' shards (jit with out_shardings), never whole on one device."""
+  def make(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                      rng=jax.random.key_data(jax.random.key(seed)))
+  if shardings is None:
+    return make(params)
+  abstract = jax.eval_shape(make, params)
+  # Moments mirror the parameter tree, so each leaf named after a parameter
+  # takes that parameter's sharding; scalars (counts, step, rng) are replicated.
+  mesh = next(iter(shardings.values())).mesh
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def leaf_sharding(path, _):
+    keys = [getattr(k, "key", None) for k in path]
+    name = next((k for k in reversed(keys) if isinstance(k, str) and k in shardings), None)
+    return shardings[name] if name else replicated
+  out = jax.tree_util.tree_map_with_path(leaf_sharding, abstract)
+  return jax.jit(make, out_shardings=out)(params)

@@ -1,7 +1,6 @@
 """Exact resume: 2N steps straight == N steps, SIGKILL, resume to 2N."""
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ _RUNNER = textwrap.dedent("""
     c.model.teacher = sys.argv[1]
     c.data.source, c.data.format, c.data.path = "files", "tsv", sys.argv[2]
     c.eval.collection = "none"
-    c.train.update(steps=8, batch_size=4, max_length=32, lr=1e-3, log_every=1,
+    c.train.update(steps=8, batch_size=8, max_length=32, lr=1e-3, log_every=1,
                    progress=False)
     c.ot.num_iterations = 10
     c.checkpoint.every_steps = 2

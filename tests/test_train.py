@@ -40,7 +40,7 @@ def test_steps_reduce_the_loss_and_respect_frozen_parts(tiny, multilingual_texts
   step = train.jit_train_step(parts, parts, loss_cfg, tx, layer_index=-1 % 3)
   state = train.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
   src, tgt = multilingual_texts[2:10], multilingual_texts[:8]
-  batch, _ = train.make_batch(tok, src, tgt, src_prefix="query: ", tgt_prefix="passage: ",
+  batch = train.make_batch(tok, src, tgt, src_prefix="query: ", tgt_prefix="passage: ",
                               max_length=32, batch_size=8)
   history = []
   for _ in range(12):
