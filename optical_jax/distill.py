@@ -91,9 +91,10 @@ class RetrievalEvaluator:
     k = min(cfg.eval.k, len(self.docids))
     scores, idx = retrieval.topk(q_vecs, self.doc_vecs, k, similarity="dot")
     run = retrieval.to_run(scores, idx, self.qids, self.docids)
-    evaluate_lib.write_run(self.out / f"{name}.run", run, tag=name)
     result = evaluate_lib.evaluate(self.collection.qrels, run, cfg.eval.metrics)
-    evaluate_lib.write_metrics(self.out / f"{name}.json", result)
+    if jax.process_index() == 0:   # every host computes the same; one writes
+      evaluate_lib.write_run(self.out / f"{name}.run", run, tag=name)
+      evaluate_lib.write_metrics(self.out / f"{name}.json", result)
     # The collapse diagnostic: mean cosine between the vectors of different queries.
     sample = q_vecs[:1000]
     sims = sample @ sample.T
@@ -125,7 +126,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   setup = prepare(config)
-  (wd / "config.json").write_text(config.to_json(indent=2))
+  main_host = jax.process_index() == 0     # the one that writes files and prints
+  if main_host:
+    (wd / "config.json").write_text(config.to_json(indent=2))
   loss_cfg = config_lib.loss_config(config)
   tcfg = config.train
   teacher = setup.teacher
@@ -175,7 +178,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if evaluator and "zero_shot" not in results:
     results["zero_shot"] = evaluator(teacher, "zero_shot")
     logger.write(0, results["zero_shot"], kind="eval_zero_shot")
-    results_path.write_text(json.dumps(results, indent=2))
+    if main_host:
+      results_path.write_text(json.dumps(results, indent=2))
 
   order = batching.BatchOrder(len(setup.src), tcfg.batch_size, config.seed)
   state = runner.to_device(state)
@@ -230,8 +234,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results["optical"] = evaluator(student, "optical")
     logger.write(tcfg.steps, results["optical"], kind="eval_optical")
   results["steps"] = tcfg.steps
-  results_path.write_text(json.dumps(results, indent=2))
-  if "optical" in results:
+  if main_host:
+    results_path.write_text(json.dumps(results, indent=2))
+  if "optical" in results and main_host:
     table = results_table(results, config.eval.metrics)
     (wd / "results.md").write_text(table + "\n")
     print(table, flush=True)
