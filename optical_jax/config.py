@@ -45,6 +45,11 @@ def default() -> ml_collections.ConfigDict:
   c.data.on_bad_line = "error"          # error | skip (counted, reported)
   c.data.max_pairs = 0                  # 0 = all
   c.data.heldout_books = ("Acts", "Romans", "Hebrews", "James", "1 Peter", "1 John")
+  # Code-switching: a fraction of the source words with a dictionary entry are
+  # replaced by their English translation (deterministic in seed and step).
+  c.data.codeswitch_rate = 0.0
+  c.data.codeswitch_dictionary = ""     # src<TAB>en file; '' = induce from the bitext (Dice)
+  c.data.codeswitch_induce_pairs = 10_000   # pairs the induction reads (memory ~ pairs)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.collection = "bible"           # bible | files | none

@@ -182,6 +182,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       results_path.write_text(json.dumps(results, indent=2))
 
   order = batching.BatchOrder(len(setup.src), tcfg.batch_size, config.seed)
+  switcher = sources.codeswitcher(config, setup.src, setup.tgt)
+  host_rows = tcfg.batch_size // jax.process_count()
   state = runner.to_device(state)
   meta_base = {"config": _resume_record(config)}
   throughput = train_lib.Throughput()
@@ -192,8 +194,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for step in range(start, tcfg.steps):
       # Each host tokenises only its own slice of the global batch.
       idx = order.indices(step, jax.process_index(), jax.process_count())
+      src = [setup.src[i] for i in idx]
+      if switcher is not None:   # a function of (seed, example, epoch): resumes identically
+        first = step * tcfg.batch_size + jax.process_index() * host_rows
+        epochs = (first + np.arange(len(idx))) // len(setup.src)
+        src, _ = switcher.switch_batch(src, idx, epochs)
       batch = train_lib.make_batch(
-          setup.tokenizer, [setup.src[i] for i in idx], [setup.tgt[i] for i in idx],
+          setup.tokenizer, src, [setup.tgt[i] for i in idx],
           src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
           max_length=tcfg.max_length, batch_size=len(idx))
       state, metrics = runner(state, frozen_dev, teacher_dev, batch)

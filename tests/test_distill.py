@@ -119,3 +119,23 @@ def test_resume_with_another_config_is_refused(tmp_path):
     c2.loss.temperature = 0.1
   with pytest.raises(config_lib.ConfigError, match=r"different config\.loss"):
     distill.run(c2, str(tmp_path / "wd"))
+
+
+def test_code_switching_in_the_job(tmp_path):
+  from optical_jax.data import bible, sources
+  c = config_lib.default()
+  assert sources.codeswitcher(c, ["a"], ["b"]) is None      # rate 0: off
+  # Induced from the Bible bitext with the Dice aligner: Mulungu is God.
+  pairs = bible.load_bible_pairs()[:3000]
+  c.data.codeswitch_rate = 0.5
+  c.data.codeswitch_induce_pairs = 3000
+  switcher = sources.codeswitcher(c, [p.ny for p in pairs], [p.en for p in pairs])
+  assert "god" in switcher.dictionary.translations("mulungu")
+  # And in a training run (tiny model, a dictionary file), deterministic per step.
+  cfg = _files_config(tmp_path)
+  (tmp_path / "dict.tsv").write_text("ana\tchildren\nkusukulu\tto school\nmulungu\tgod\n")
+  with cfg.unlocked():
+    cfg.data.codeswitch_rate = 1.0
+    cfg.data.codeswitch_dictionary = str(tmp_path / "dict.tsv")
+  results = distill.run(cfg, str(tmp_path / "wd"))
+  assert results["steps"] == 6

@@ -48,7 +48,7 @@ class EvalCollection:
             f"{sum(len(j) for j in self.qrels.values())} judgements)")
 
 
-def _read_texts(path: PathLike) -> dict[str, str]:
+def read_texts(path: PathLike) -> dict[str, str]:
   """`{id: text}` from `id<TAB>text` lines, or BEIR JSONL (`_id`, `title`, `text`).
 
   A `.jsonl` file is read as BEIR: the title, when there is one, is prefixed to
@@ -105,8 +105,8 @@ def read_collection(queries_path: PathLike, corpus_path: PathLike,
   """
   from optical_jax import evaluate  # scipy, ir-measures: only when reading qrels
 
-  queries = _read_texts(queries_path)
-  docs = _read_texts(corpus_path)
+  queries = read_texts(queries_path)
+  docs = read_texts(corpus_path)
   qrels = evaluate.read_qrels(qrels_path)
   missing = [q for q in qrels if q not in queries]
   if missing:

@@ -12,7 +12,9 @@ import ml_collections
 
 from optical_jax.data import bible
 from optical_jax.data import bitext
+from optical_jax.data import codeswitch
 from optical_jax.data import collection as collection_lib
+from optical_jax.data import wordalign
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +68,28 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True
     log.info("%d training pairs; evaluation: %s", len(src),
              f"{len(col.queries)} queries x {len(col.docs)} documents" if col else "none")
   return src, tgt, col
+
+
+def codeswitcher(config: ml_collections.ConfigDict, src: list[str],
+                 tgt: list[str]) -> codeswitch.CodeSwitcher | None:
+  """The configured code-switching, or None when `data.codeswitch_rate` is 0.
+
+  The dictionary is `data.codeswitch_dictionary`, or induced from (the first
+  `data.codeswitch_induce_pairs` of) the training bitext with the Dice aligner.
+  """
+  d = config.data
+  if not d.codeswitch_rate:
+    return None
+  if d.codeswitch_dictionary:
+    dictionary = codeswitch.read_dictionary(d.codeswitch_dictionary,
+                                            on_bad_line=d.on_bad_line)
+  else:
+    n = d.codeswitch_induce_pairs or len(src)
+    pairs = [bitext.Pair(s, t, f"train:{i}") for i, (s, t) in enumerate(zip(src[:n], tgt[:n]))]
+    dictionary = wordalign.induce_dictionary(pairs, wordalign.DiceAligner())
+    log.info("induced a %d-word dictionary from %d pairs", len(dictionary), len(pairs))
+  switcher = codeswitch.CodeSwitcher(dictionary, d.codeswitch_rate, seed=config.seed)
+  stats = switcher.corpus_stats(src[:2000])
+  log.info("code-switching: rate %.3f of eligible words (%.3f of all words) on a sample",
+           stats.rate, stats.word_rate)
+  return switcher

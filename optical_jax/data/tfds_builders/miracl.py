@@ -142,7 +142,7 @@ class OpticalMiraclQueries(_MiraclBase):
 
   def _generate_examples(self, path):
     # `qid<TAB>query`: file:line errors for bad lines, duplicates, no entries.
-    for i, (qid, text) in enumerate(collection_lib._read_texts(path).items()):
+    for i, (qid, text) in enumerate(collection_lib.read_texts(path).items()):
       yield i, {"qid": qid, "text": text}
 
 
