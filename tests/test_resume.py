@@ -91,3 +91,32 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path):
     return [(r["step"], r["loss"]) for r in recs if r["kind"] == "train"]
   assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
   assert len(losses(tmp_path / "straight")) == 8
+
+
+@pytest.mark.slow
+def test_sigterm_saves_then_stops(tmp_path):
+  teacher = tiny_checkpoints.write_xlmr(tmp_path / "teacher")
+  rows = read_multilingual()
+  data = tmp_path / "pairs.tsv"
+  data.write_text("".join(f"{t}\t{rows[0][1]}\n" for _, t in rows))
+  # The runner sends itself SIGTERM in the middle of step 3 (as a preemption
+  # notice would arrive): the job must finish that step, save it, and exit.
+  runner = _RUNNER.replace('kill_after = int(os.environ.get("KILL_AFTER", "0"))', textwrap.dedent("""
+      kill_after = 0
+      from optical_jax import train
+      call = train.StepRunner.__call__
+      def call_then_term(self, state, *a):
+        out = call(self, state, *a)
+        if int(out[0].step if self.mode != "pmap" else out[0].step[0]) == 3:
+          os.kill(os.getpid(), signal.SIGTERM)
+        return out
+      train.StepRunner.__call__ = call_then_term
+      """))
+  out = subprocess.run([sys.executable, "-c", runner, str(teacher), str(data),
+                        str(tmp_path / "wd")], capture_output=True, text=True, timeout=600)
+  assert out.returncode != 0 and "stopped by SIGTERM after step 3" in out.stderr, out.stderr[-2000:]
+  step, _ = _final_params(tmp_path / "wd")
+  assert step == 3, "the interrupted step was saved although it is not a multiple of 2"
+  resumed = _run(teacher, data, tmp_path / "wd")
+  assert resumed.returncode == 0 and "resumed from step 3" in resumed.stderr
+  assert _final_params(tmp_path / "wd")[0] == 8
