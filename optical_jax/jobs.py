@@ -7,6 +7,7 @@
   index      encode the collection's documents with the teacher -> WORKDIR/index
   search     encode the queries, search the index -> WORKDIR/search/NAME.run
   compare    --runs against --baseline: metrics with significance marks
+  experiment a grid of runs over cells and seeds (resumable), with tables and plots
 """
 from __future__ import annotations
 
@@ -160,5 +161,11 @@ def compare_mode(config: ml_collections.ConfigDict, workdir: str, *,
   return table
 
 
+def experiment_mode(config: ml_collections.ConfigDict, workdir: str, **flags):
+  from optical_jax import experiments  # pylint: disable=g-import-not-at-top  (imports jobs)
+  return experiments.experiment_mode(config, workdir, **flags)
+
+
 MODES = {"distill": distill_mode, "evaluate": evaluate_mode, "export": export_mode,
-         "index": index_mode, "search": search_mode, "compare": compare_mode}
+         "index": index_mode, "search": search_mode, "compare": compare_mode,
+         "experiment": experiment_mode}
