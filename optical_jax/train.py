@@ -271,6 +271,7 @@ class StepRunner:
     self.shardings = (sharding.param_shardings(teacher_parts.templates, mesh, rules)
                       if mesh is not None and mode == "shard_map" else None)
     self._tx = tx
+    self._devices = list(mesh.devices.flat) if mesh is not None else []
     if mesh is None:
       self._step = jit_train_step(student_parts, teacher_parts, loss_cfg, tx, layer_index)
     elif mode == "pmap":
