@@ -20,6 +20,7 @@ import ml_collections
 
 from optical_jax import distill
 from optical_jax import evaluate as evaluate_lib
+from optical_jax import index as index_lib
 from optical_jax import inference
 from optical_jax import retrieval
 from optical_jax.models import weights
@@ -86,7 +87,7 @@ def export_mode(config: ml_collections.ConfigDict, workdir: str, *,
   return out
 
 
-def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> retrieval.Index:
+def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> index_lib.Index:
   """Encodes the collection's documents with the teacher into WORKDIR/index."""
   setup = distill.prepare(config, need_train_data=False)
   if setup.collection is None:
@@ -99,7 +100,7 @@ def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> retrieva
                                   batch_size=config.eval.batch_size,
                                   max_length=config.eval.max_length, progress=False)
 
-  index = retrieval.build_index(
+  index = index_lib.build_index(
       encode, [setup.collection.docs[d] for d in docids], docids,
       pathlib.Path(workdir) / "index", batch_size=1024, dtype="float32", similarity="dot",
       metadata={"model_id": config.model.teacher, "prefix": config.text.doc_prefix},
@@ -112,7 +113,7 @@ def search_mode(config: ml_collections.ConfigDict, workdir: str, *,
                 query_encoder: str = "auto", **_) -> pathlib.Path:
   """Searches WORKDIR/index with the student (or the teacher) -> a TREC run."""
   wd = pathlib.Path(workdir)
-  index = retrieval.load_index(wd / "index")
+  index = index_lib.load_index(wd / "index")
   setup = distill.prepare(config, need_train_data=False)
   if query_encoder == "auto":
     query_encoder = "student" if (wd / "checkpoints").exists() else "teacher"
@@ -127,7 +128,7 @@ def search_mode(config: ml_collections.ConfigDict, workdir: str, *,
                                 progress=config.train.progress)
   # The student is distilled from the teacher: its queries live in the space of
   # the teacher's documents, so the teacher's id is what the index must match.
-  retrieval.check_compatible(index, vecs.shape[1], config.model.teacher)
+  index_lib.check_compatible(index, vecs.shape[1], config.model.teacher)
   scores, idx = retrieval.topk(vecs, index.embeddings, min(config.eval.k, index.count))
   run = retrieval.to_run(scores, idx, qids, index.docids)
   out = wd / "search" / f"{query_encoder}.run"
