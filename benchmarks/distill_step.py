@@ -18,7 +18,6 @@ the forward) over the dense float32 matmul throughput this machine reaches
 import argparse
 import copy
 import os
-import statistics
 import time
 
 import jax
@@ -30,20 +29,13 @@ from optical_jax import train
 from optical_jax.models import embedded
 from optical_jax.models import weights
 
-
-def _median(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+import timing  # benchmarks/timing.py, beside this script
 
 
 def measured_peak_gflops(n=2048, repeats=5) -> float:
   a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
   a @ a
-  return 2 * n ** 3 / _median(lambda: a @ a, repeats) / 1e9
+  return 2 * n ** 3 / timing.median_seconds(lambda: a @ a, repeats) / 1e9
 
 
 def step_flops(cfg, batch, length, trained_blocks) -> float:
@@ -159,12 +151,12 @@ def main():
     jax.block_until_ready(metrics)
 
   ours()
-  rows = [("optical_jax (jit)", _median(ours, args.repeats))]
+  rows = [("optical_jax (jit)", timing.median_seconds(ours, args.repeats))]
   if not args.skip_torch:
     torch_step = torch_step_fn(directory, ids_s, mask, ids_t, mask, cfg)
     torch_step()
     import torch  # pylint: disable=g-import-not-at-top
-    rows.append((f"PyTorch {torch.__version__}", _median(torch_step, args.repeats)))
+    rows.append((f"PyTorch {torch.__version__}", timing.median_seconds(torch_step, args.repeats)))
 
   peak = args.peak_gflops or measured_peak_gflops()
   blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}

@@ -10,7 +10,6 @@ runs after warm-up; compile time is reported separately.
 """
 import argparse
 import os
-import statistics
 import time
 
 import jax
@@ -20,14 +19,7 @@ import numpy as np
 from optical_jax.models import embedded
 from optical_jax.models import weights
 
-
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+import timing  # benchmarks/timing.py, beside this script
 
 
 def main():
@@ -55,7 +47,7 @@ def main():
   start = time.perf_counter()
   ours_out = encode(model, ids_j, mask_j).block_until_ready()
   compile_s = time.perf_counter() - start
-  ours_s = _median_seconds(lambda: encode(model, ids_j, mask_j).block_until_ready(),
+  ours_s = timing.median_seconds(lambda: encode(model, ids_j, mask_j).block_until_ready(),
                            args.repeats)
   rows = [("optical_jax (jit)", ours_s)]
   print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPU cores; "
@@ -74,7 +66,7 @@ def main():
         return ref(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
 
     torch_out = run_torch()
-    torch_s = _median_seconds(run_torch, args.repeats)
+    torch_s = timing.median_seconds(run_torch, args.repeats)
     rows.append((f"PyTorch {torch.__version__} transformers", torch_s))
     if args.dtype == "float32":
       diff = float(np.abs(np.asarray(ours_out) - torch_out.numpy()).max())
