@@ -139,3 +139,18 @@ def test_code_switching_in_the_job(tmp_path):
     cfg.data.codeswitch_dictionary = str(tmp_path / "dict.tsv")
   results = distill.run(cfg, str(tmp_path / "wd"))
   assert results["steps"] == 6
+
+
+@pytest.mark.parametrize("name", ["demo", "optical"])
+def test_configs_load_locked_and_checked(name):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for arg in (None, "tiny"):
+    c = module.get_config(arg)
+    config_lib.check(c)
+    with pytest.raises(AttributeError):
+      c.train.stpes = 3          # locked: a typo is an error, not a new field
+  with pytest.raises(ValueError, match="takes no argument or 'tiny'"):
+    module.get_config("huge")
