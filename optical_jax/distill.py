@@ -137,11 +137,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # The student starts as the teacher; only the trainable names get optimised.
   teacher_parts, teacher_params = train_lib.ModelParts.split(teacher)
-  trainable = train_lib.trainable_predicate(tcfg.trainable, n_layers)
-  params = {k: v for k, v in teacher_params.items() if trainable(k)}
-  frozen = {k: v for k, v in teacher_params.items() if not trainable(k)}
-  if not params:
-    raise config_lib.ConfigError(f"config.train.trainable={tcfg.trainable!r} selects no parameter")
+  try:
+    params, frozen = train_lib.split_trainable(teacher_params, tcfg.trainable, n_layers)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.{e}") from None
   tx, schedule = train_lib.make_optimizer(tcfg)
   mesh = make_mesh(config)
   # Student and teacher share one graph: the student is the teacher's architecture.
@@ -276,11 +275,9 @@ def restore_student(config: ml_collections.ConfigDict, workdir: str,
   teacher = teacher or models.load(config.model.teacher, dtype=config.model.dtype,
                                    param_dtype=config.model.param_dtype)[0]
   parts, params = train_lib.ModelParts.split(teacher)
-  trainable = train_lib.trainable_predicate(config.train.trainable,
-                                            teacher.encoder.cfg.num_layers)
+  train_params, frozen = train_lib.split_trainable(params, config.train.trainable,
+                                                   teacher.encoder.cfg.num_layers)
   tx, _ = train_lib.make_optimizer(config.train)
-  train_params = {k: v for k, v in params.items() if trainable(k)}
-  frozen = {k: v for k, v in params.items() if not trainable(k)}
   ckpt = checkpoint_lib.Checkpointer(workdir)
   restored = ckpt.restore(train_lib.init_state(train_params, tx, config.seed))
   ckpt.close()

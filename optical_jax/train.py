@@ -69,6 +69,19 @@ def trainable_predicate(spec: str, num_layers: int) -> Callable[[str], bool]:
                    "'top:K' or 'regex:PATTERN'")
 
 
+def split_trainable(params: dict, spec: str, num_layers: int) -> tuple[dict, dict]:
+  """(trainable, frozen) parameters by name, as `train.trainable` says.
+
+  Raises:
+    ValueError: a spec that selects no parameter.
+  """
+  pred = trainable_predicate(spec, num_layers)
+  trainable = {k: v for k, v in params.items() if pred(k)}
+  if not trainable:
+    raise ValueError(f"train.trainable={spec!r} selects no parameter")
+  return trainable, {k: v for k, v in params.items() if not pred(k)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelParts:
   """A model as a static graph plus named parameter dicts.
