@@ -8,6 +8,8 @@ objects and reports a bad value by its config key.
 """
 from __future__ import annotations
 
+import json
+
 import ml_collections
 
 from optical_jax import losses
@@ -18,6 +20,10 @@ def default() -> ml_collections.ConfigDict:
   """Every field a job reads, with its default (unlocked; configs lock it)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # What the query encoder is: optical | optical+mse | kd_mse | kd_token
+  # (distilled: see losses.METHODS for the terms each trains with), zero_shot
+  # (the teacher) or translate_query (the teacher on eval.translated_queries).
+  c.method = "optical"
 
   c.model = ml_collections.ConfigDict()
   c.model.teacher = "embedded"          # HF directory, hub id, or 'embedded' (e5-small);
@@ -63,6 +69,12 @@ def default() -> ml_collections.ConfigDict:
   c.eval.every_steps = 0                # 0 = before and after training only
   c.eval.max_queries = 0                # 0 = all
   c.eval.max_docs = 0                   # 0 = all; else the judged ones + the first others
+  c.eval.zero_shot = True               # also evaluate the teacher before distilling
+  c.eval.translated_queries = ""        # translate_query: qid<TAB>English translation
+  # Reuse the teacher's document vectors across runs (keyed by a hash of the
+  # teacher's weights, the texts and the encoding settings): grids of runs on
+  # one collection encode it once.
+  c.eval.cache_dir = ""                 # '' = no cache
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 160
@@ -83,7 +95,9 @@ def default() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.ot_weight = 1.0
   c.loss.contrastive_weight = 1.0
-  c.loss.mse_weight = 0.0
+  c.loss.mse_weight = 1.0               # used by optical+mse and kd_mse
+  c.loss.token_mse_weight = 1.0         # used by kd_token
+  c.loss.token_alignment = "mutual"     # kd_token: mutual | argmax (see losses.token_alignment)
   c.loss.temperature = 0.05
   c.loss.layer = -1
 
@@ -113,6 +127,34 @@ class ConfigError(ValueError):
   """A config value the job cannot use; the message names the key."""
 
 
+def _flat(d, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def differences(saved: dict, now: dict, defaults: dict | None = None) -> list[str]:
+  """Dotted keys whose values differ between two JSON-like config records.
+
+  A key that `saved` lacks counts as its value in `defaults` (default():
+  `default().to_dict()` in JSON form): a record written before a field existed
+  still matches a config that leaves the field at its default, so adding a
+  config field does not orphan finished runs and checkpoints.
+  """
+  if defaults is None:
+    defaults = _flat(json.loads(default().to_json_best_effort()))
+  else:
+    defaults = _flat(defaults)
+  old, new = _flat(saved), _flat(now)
+  missing = object()
+  return sorted(k for k in old.keys() | new.keys()
+                if old.get(k, defaults.get(k, missing)) != new.get(k, missing))
+
+
 def _build(key: str, factory, **kwargs):
   try:
     return factory(**kwargs)
@@ -121,9 +163,16 @@ def _build(key: str, factory, **kwargs):
 
 
 def loss_config(c: ml_collections.ConfigDict) -> losses.LossConfig:
-  """`loss` and `ot` blocks -> LossConfig, errors naming the key."""
+  """`method`, `loss` and `ot` -> the LossConfig the method trains with, errors
+  naming the key. Untrained methods get the `loss` block as it is."""
   ot_cfg = _build("ot", ot.OTConfig, **c.ot.to_dict())
-  return _build("loss", losses.LossConfig, ot=ot_cfg, **c.loss.to_dict())
+  cfg = _build("loss", losses.LossConfig, ot=ot_cfg, **c.loss.to_dict())
+  if c.method in losses.UNTRAINED:
+    return cfg
+  try:
+    return losses.for_method(c.method, cfg)
+  except ValueError as e:
+    raise ConfigError(f"config.{e}") from None
 
 
 def check(c: ml_collections.ConfigDict) -> None:
@@ -133,6 +182,12 @@ def check(c: ml_collections.ConfigDict) -> None:
              "eval.collection": ("bible", "files", "none"),
              "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
              "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no")}
+  if c.method not in (*losses.METHODS, *losses.UNTRAINED):
+    raise ConfigError(f"config.method={c.method!r}: expected one of "
+                      f"{(*losses.METHODS, *losses.UNTRAINED)}")
+  if c.method == "translate_query" and not c.eval.translated_queries:
+    raise ConfigError("config.method='translate_query' needs config.eval.translated_queries: "
+                      "a qid<TAB>English translation file of the evaluation queries")
   for key, allowed in choices.items():
     block, field = key.split(".")
     if c[block][field] not in allowed:

@@ -7,14 +7,23 @@ notebook calls too. The workdir holds everything a run produces:
   metrics.jsonl       one record per logged step and per evaluation
   tensorboard/        the same as TensorBoard events
   eval/*.run          TREC runs of every evaluation; eval/*.json their metrics
-  results.json, results.md   zero-shot vs the OPTICAL student
+  results.json, results.md   zero-shot vs the student
   config.json         the config of the run
+
+`config.method` says what the student is: distilled with OPTICAL's OT loss or
+a knowledge-distillation baseline (see `losses.METHODS`), or not trained at
+all: `zero_shot` (the teacher reads the queries) and `translate_query` (the
+teacher reads their translations from `eval.translated_queries`). Whatever the
+method, `results['optical']` and `eval/optical.run` hold its query encoder's
+evaluation, so grids of runs compare methods by one key.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import os
 import pathlib
 from typing import Any
 
@@ -27,6 +36,7 @@ from optical_jax import checkpoint as checkpoint_lib
 from optical_jax import config as config_lib
 from optical_jax import evaluate as evaluate_lib
 from optical_jax import inference
+from optical_jax import losses as losses_lib
 from optical_jax import metrics_log
 from optical_jax import models
 from optical_jax import retrieval
@@ -34,13 +44,14 @@ from optical_jax import sharding
 from optical_jax import text
 from optical_jax import train as train_lib
 from optical_jax.data import batching
+from optical_jax.data import collection as collection_lib
 from optical_jax.data import sources
 from optical_jax.models import heads as heads_lib
 
 log = logging.getLogger(__name__)
 
 # Config blocks that must not change when a run resumes (steps may grow).
-_RESUME_INVARIANT = ("seed", "model", "text", "data", "loss", "ot")
+_RESUME_INVARIANT = ("seed", "method", "model", "text", "data", "loss", "ot")
 
 
 @dataclasses.dataclass
@@ -77,15 +88,22 @@ class RetrievalEvaluator:
     self.out.mkdir(parents=True, exist_ok=True)
     self.docids = list(self.collection.docs)
     self.qids = list(self.collection.queries)
-    self.doc_vecs = inference.encode_texts(
+    encode = (functools.partial(inference.encode_texts_cached,
+                                os.path.expanduser(cfg.eval.cache_dir))
+              if cfg.eval.cache_dir else inference.encode_texts)
+    self.doc_vecs = encode(
         setup.teacher, self.tokenizer, [self.collection.docs[d] for d in self.docids],
         prefix=cfg.text.doc_prefix, batch_size=cfg.eval.batch_size,
         max_length=cfg.eval.max_length, desc="documents", progress=cfg.train.progress)
 
-  def __call__(self, query_model: heads_lib.TextModel, name: str) -> dict[str, float]:
+  def __call__(self, query_model: heads_lib.TextModel, name: str, *,
+               queries: dict[str, str] | None = None) -> dict[str, float]:
+    """Metrics of `query_model` on the collection's queries (or on `queries`,
+    the same qids with other texts: their translations); writes eval/NAME.*"""
     cfg = self.cfg
+    queries = queries or self.collection.queries
     q_vecs = inference.encode_texts(
-        query_model, self.tokenizer, [self.collection.queries[q] for q in self.qids],
+        query_model, self.tokenizer, [queries[q] for q in self.qids],
         prefix=cfg.text.query_prefix, batch_size=cfg.eval.batch_size,
         max_length=cfg.eval.max_length, desc=f"queries ({name})", progress=cfg.train.progress)
     k = min(cfg.eval.k, len(self.docids))
@@ -110,11 +128,11 @@ def _resume_record(config: ml_collections.ConfigDict) -> dict:
 
 def _check_resumable(saved: dict, config: ml_collections.ConfigDict, where: pathlib.Path):
   now = json.loads(json.dumps(_resume_record(config)))
-  diff = [k for k in _RESUME_INVARIANT if saved.get(k) != now.get(k)]
+  diff = config_lib.differences(saved, now)
   if diff:
     raise config_lib.ConfigError(
         f"{where} holds a run with a different config.{diff[0]} (and {len(diff) - 1} more "
-        "blocks); resume it with the same config or use a new --workdir")
+        "keys); resume it with the same config or use a new --workdir")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -125,10 +143,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
-  setup = prepare(config)
+  untrained = config.method in losses_lib.UNTRAINED
+  setup = prepare(config, need_train_data=not untrained)
   main_host = jax.process_index() == 0     # the one that writes files and prints
   if main_host:
     (wd / "config.json").write_text(config.to_json(indent=2))
+  if untrained:
+    return _evaluate_untrained(setup, wd)
   loss_cfg = config_lib.loss_config(config)
   tcfg = config.train
   teacher = setup.teacher
@@ -174,7 +195,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # Encoding the documents takes a while: only when something will be evaluated.
   evaluator = (RetrievalEvaluator(setup, wd) if setup.collection is not None and not finished
                else None)
-  if evaluator and "zero_shot" not in results:
+  if evaluator and config.eval.zero_shot and "zero_shot" not in results:
     results["zero_shot"] = evaluator(teacher, "zero_shot")
     logger.write(0, results["zero_shot"], kind="eval_zero_shot")
     if main_host:
@@ -201,7 +222,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       batch = train_lib.make_batch(
           setup.tokenizer, src, [setup.tgt[i] for i in idx],
           src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
-          max_length=tcfg.max_length, batch_size=len(idx))
+          max_length=tcfg.max_length, batch_size=len(idx),
+          student_reads_tgt=loss_cfg.mse_both_sides)
       state, metrics = runner(state, frozen_dev, teacher_dev, batch)
       loss = float(metrics["loss"])
       if not np.isfinite(loss):
@@ -239,14 +261,54 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if evaluator:
     results["optical"] = evaluator(student, "optical")
     logger.write(tcfg.steps, results["optical"], kind="eval_optical")
-  results["steps"] = tcfg.steps
-  if main_host:
-    results_path.write_text(json.dumps(results, indent=2))
-  if "optical" in results and main_host:
+  results.update(steps=tcfg.steps, method=config.method)
+  _write_results(results, config, wd)
+  logger.close()
+  return results
+
+
+def _write_results(results: dict, config: ml_collections.ConfigDict, wd: pathlib.Path) -> None:
+  if jax.process_index() != 0:
+    return
+  (wd / "results.json").write_text(json.dumps(results, indent=2))
+  if "optical" in results:
     table = results_table(results, config.eval.metrics)
     (wd / "results.md").write_text(table + "\n")
     print(table, flush=True)
-  logger.close()
+
+
+def read_translations(path: str, qids) -> dict[str, str]:
+  """`{qid: English text}` from a qid<TAB>text file covering every qid in `qids`."""
+  translated = collection_lib.read_texts(path)
+  missing = [q for q in qids if q not in translated]
+  if missing:
+    raise config_lib.ConfigError(
+        f"config.eval.translated_queries={path}: no translation of {len(missing)} of the "
+        f"{len(qids)} evaluation queries, e.g. qids {missing[:3]}")
+  return translated
+
+
+def _evaluate_untrained(setup: Setup, wd: pathlib.Path) -> dict[str, Any]:
+  """`zero_shot` / `translate_query`: the teacher encodes the queries or their
+  translations; nothing is trained."""
+  config = setup.config
+  if setup.collection is None:
+    raise config_lib.ConfigError(f"config.method={config.method!r} only evaluates: it needs "
+                                 "config.eval.collection")
+  evaluator = RetrievalEvaluator(setup, wd)
+  results: dict[str, Any] = {"method": config.method, "steps": 0}
+  if config.method == "zero_shot":
+    results["zero_shot"] = results["optical"] = evaluator(setup.teacher, "zero_shot")
+    if jax.process_index() == 0:   # the method's run under the key every method has
+      for ext in ("run", "json"):
+        (evaluator.out / f"optical.{ext}").write_bytes(
+            (evaluator.out / f"zero_shot.{ext}").read_bytes())
+  else:
+    queries = read_translations(config.eval.translated_queries, evaluator.qids)
+    if config.eval.zero_shot:
+      results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
+    results["optical"] = evaluator(setup.teacher, "optical", queries=queries)
+  _write_results(results, config, wd)
   return results
 
 
@@ -262,9 +324,12 @@ def results_table(results: dict, metrics) -> str:
   """Markdown: one row per query encoder, one column per metric."""
   cols = list(metrics) + ["query_spread_cos"]
   lines = ["| query encoder | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-  names = {"zero_shot": "teacher, zero-shot", "optical": "OPTICAL student"}
+  method = results.get("method", "optical")
+  student = {"optical": "OPTICAL student", "zero_shot": None,
+             "translate_query": "teacher, translated queries"}.get(method, f"{method} student")
+  names = {"zero_shot": "teacher, zero-shot", "optical": student}
   for key, label in names.items():
-    if key in results:
+    if key in results and label:
       lines.append(f"| {label} | " + " | ".join(f"{results[key][c]:.4f}" for c in cols) + " |")
   return "\n".join(lines)
 

@@ -6,6 +6,7 @@ An experiment config (`configs/experiments/*.py`) is a job config plus an
   grid             [(name, {dotted key: value}), ...]: the cells; {} is the base config
   seeds            every cell runs once per seed, with config.seed = seed
   baseline         the cell every other is tested against (default: the first)
+  also_against     more cells to test every other against (a table each)
   metrics          what is reported (default: config.eval.metrics)
   runs_to_compare  the job's results[it] is reported, its eval/<it>.run tested
   job              a jobs.MODES name ('distill') or 'package.module:function'
@@ -64,6 +65,7 @@ class Settings:
   grid: tuple[tuple[str, Mapping[str, Any]], ...] = ()
   seeds: tuple[int, ...] = (0,)
   baseline: str = ""                # '' = the first cell
+  also_against: tuple[str, ...] = ()
   metrics: tuple[str, ...] = ()     # () = config.eval.metrics
   runs_to_compare: str = "optical"
   job: str = "distill"
@@ -109,6 +111,9 @@ class Summary:
   notes: tuple[str, ...]         # why a test is missing, which (cell, seed) are missing
   n_queries: int
   sweeps: Mapping[str, tuple[tuple[float, str], ...]]
+  # also_against cell -> the same as `significance`, against that cell
+  against: Mapping[str, Mapping[str, Mapping[str, Significance | None]]] = \
+      dataclasses.field(default_factory=dict)
 
   def significant(self, cell: str, metric: str) -> bool:
     sig = self.significance.get(cell, {}).get(metric)
@@ -151,6 +156,9 @@ def settings(config: ml_collections.ConfigDict) -> Settings:
                           metrics=tuple(s.metrics) or tuple(config.eval.metrics))
   _check(s.seeds and len(set(s.seeds)) == len(s.seeds), f".seeds={s.seeds}: need distinct seeds")
   _check(s.baseline in names, f".baseline={s.baseline!r} is not a cell of {names}")
+  s = dataclasses.replace(s, also_against=tuple(s.also_against))
+  _check(all(b in names for b in s.also_against),
+         f".also_against={s.also_against} names a cell not in {names}")
   _check(s.n_permutations >= 1, f".n_permutations={s.n_permutations} < 1")
   _check(0 < s.alpha < 1, f".alpha={s.alpha} is not in (0, 1)")
   return s
@@ -236,8 +244,8 @@ def _read_done(run: CellRun) -> dict | None:
   if not path.exists():
     return None
   done, now = json.loads(path.read_text()), json.loads(run.config.to_json_best_effort())
-  if done["config"] != now:
-    diff = [k for k in now if now[k] != done["config"].get(k)] or ["?"]
+  diff = config_lib.differences(done["config"], now)
+  if diff:
     raise config_lib.ConfigError(
         f"{run.workdir} finished with another config (config.{diff[0]} differs): restore "
         "the experiment config, or delete that cell's directory to rerun it")
@@ -337,7 +345,14 @@ def aggregate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                                for m, v in values.items()})
   configs = {r.cell: r.config for r in runs}
   significance, n_queries = _significance(s, wd, cells, configs, qrels, notes, config.seed)
-  summary = Summary(s, cells, significance, tuple(notes), n_queries, numeric_sweeps(s, configs))
+  against = {}
+  for other in (b for b in s.also_against if b != s.baseline):
+    more: list[str] = []
+    against[other] = _significance(dataclasses.replace(s, baseline=other), wd, cells, configs,
+                                   qrels, more, config.seed)[0]
+    notes += [n for n in more if n not in notes]
+  summary = Summary(s, cells, significance, tuple(notes), n_queries, numeric_sweeps(s, configs),
+                    against)
   _write_reports(summary, runs, wd)
   return summary
 
@@ -420,7 +435,22 @@ def markdown(summary: Summary) -> str:
                f"runs. {evaluate_lib.SIGNIFICANT_MARK} p < {s.alpha} against {s.baseline} under "
                f"both a paired t-test and a paired randomization test ({s.n_permutations} sign "
                f"flips) on per-query values averaged over seeds; {summary.n_queries} queries; "
-               "no multiple-comparison correction.\n\nCells:\n")
+               "no multiple-comparison correction.")
+  for other, by_cell in summary.against.items():
+    lines += [f"\nAgainst {other} (difference of means; {evaluate_lib.SIGNIFICANT_MARK} as "
+              "above):\n", "| cell | " + " | ".join(s.metrics) + " |",
+              "|" + "---|" * (len(s.metrics) + 1)]
+    for name, by_metric in by_cell.items():
+      if name == other:
+        continue
+      cols = []
+      for m in s.metrics:
+        sig = by_metric.get(m)
+        cols.append("n/a" if sig is None else f"{sig.delta:+.{_DIGITS}f}"
+                    + (evaluate_lib.SIGNIFICANT_MARK if sig.significant else "")
+                    + f" (p={max(sig.p_ttest, sig.p_randomization):.3g})")
+      lines.append(f"| {name} | " + " | ".join(cols) + " |")
+  lines.append("\nCells:\n")
   lines += [f"- {name}: " + (", ".join(f"`{k}={v!r}`" for k, v in overrides.items())
                              or "the base config") for name, overrides in s.grid]
   if summary.notes:
@@ -450,6 +480,8 @@ def _write_reports(summary: Summary, runs: Sequence[CellRun], wd: pathlib.Path) 
        "cells": {n: dataclasses.asdict(c) for n, c in summary.cells.items()},
        "significance": {n: {m: sig and dataclasses.asdict(sig) for m, sig in by.items()}
                         for n, by in summary.significance.items()},
+       "against": {b: {n: {m: sig and dataclasses.asdict(sig) for m, sig in by.items()}
+                       for n, by in cells.items()} for b, cells in summary.against.items()},
        "sweeps": summary.sweeps, "notes": summary.notes}, indent=2, default=str))
   _plot(summary, wd / "plots")
 

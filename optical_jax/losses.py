@@ -11,9 +11,15 @@ side the student must match: documents are "passage: "-encoded).
   the negatives. It keeps different sentences apart, which pulling alone does
   not: OT or MSE on their own make the student's query vectors crowd together.
 * `mse`: pooled-embedding MSE to the teacher (the sentence-transformers
-  multilingual-distillation recipe).
+  multilingual-distillation recipe); with `mse_both_sides` the student also
+  encodes the English side and matches the teacher there.
+* `token_mse`: token-level MSE to the teacher under a hard alignment: each
+  student token is paired with the teacher token it is most similar to
+  (`token_alignment`), the classic alternative to a soft transport plan.
 
-The total is their weighted sum; `LossConfig` holds the weights.
+The total is their weighted sum; `LossConfig` holds the weights. A method
+(`config.method`) names which terms train; `for_method` turns it into the
+weights (the in-batch contrastive term goes with every method).
 """
 from __future__ import annotations
 
@@ -27,6 +33,19 @@ import optax
 from optical_jax import ot
 
 
+# method -> the alignment terms it trains with, beside the contrastive term.
+METHODS = {
+    "optical": ("ot",),
+    "optical+mse": ("ot", "mse"),
+    "kd_mse": ("mse",),          # pooled MSE on both sides of the bitext
+    "kd_token": ("token_mse",),
+}
+# Methods that train nothing: the teacher encodes the queries (zero_shot), or
+# their English translations from an outside system (translate_query).
+UNTRAINED = ("zero_shot", "translate_query")
+_TERM_WEIGHT = {"ot": "ot_weight", "mse": "mse_weight", "token_mse": "token_mse_weight"}
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   """Weights and options of the distillation objective.
@@ -36,6 +55,12 @@ class LossConfig:
     contrastive_weight: weight of in-batch InfoNCE against the teacher's
       target-side vectors.
     mse_weight: weight of pooled MSE to the teacher's target-side vectors.
+    token_mse_weight: weight of token MSE under a hard alignment.
+    mse_both_sides: the pooled MSE also pulls the student's encoding of the
+      English side onto the teacher's (the batch then has 'stu_tgt_*' arrays).
+    token_alignment: 'mutual' (pairs that are each other's most similar
+      token, SimAlign's argmax) or 'argmax' (every student token to its most
+      similar teacher token).
     temperature: InfoNCE temperature (cosine scores / temperature).
     layer: which layer's token embeddings the OT aligns (1-based, negative from
       the top; pooled vectors always come from the last layer).
@@ -44,17 +69,41 @@ class LossConfig:
   ot_weight: float = 1.0
   contrastive_weight: float = 1.0
   mse_weight: float = 0.0
+  token_mse_weight: float = 0.0
+  mse_both_sides: bool = False
+  token_alignment: str = "mutual"
   temperature: float = 0.05
   layer: int = -1
   ot: ot.OTConfig = ot.OTConfig()
 
   def __post_init__(self):
-    if min(self.ot_weight, self.contrastive_weight, self.mse_weight) < 0:
+    weights = (self.ot_weight, self.contrastive_weight, self.mse_weight, self.token_mse_weight)
+    if min(weights) < 0:
       raise ValueError("loss weights must be >= 0")
-    if not self.ot_weight + self.contrastive_weight + self.mse_weight > 0:
+    if not sum(weights) > 0:
       raise ValueError("at least one loss weight must be > 0")
     if not self.temperature > 0:
       raise ValueError(f"temperature must be > 0, got {self.temperature}")
+    if self.token_alignment not in ("mutual", "argmax"):
+      raise ValueError(f"token_alignment={self.token_alignment!r}: expected 'mutual' or 'argmax'")
+
+
+def for_method(method: str, cfg: LossConfig) -> LossConfig:
+  """The weights `method` trains with: its terms at `cfg`'s weights, the others 0.
+
+  Raises:
+    ValueError: an unknown or untrained method, or one whose term has weight 0.
+  """
+  if method not in METHODS:
+    raise ValueError(f"method={method!r} trains nothing or is unknown: expected one of "
+                     f"{sorted(METHODS)} (or {UNTRAINED}, which are evaluated untrained)")
+  weights = {}
+  for term, field in _TERM_WEIGHT.items():
+    on = term in METHODS[method]
+    if on and not getattr(cfg, field) > 0:
+      raise ValueError(f"method {method!r} trains with loss.{field}, which is 0")
+    weights[field] = getattr(cfg, field) if on else 0.0
+  return dataclasses.replace(cfg, mse_both_sides=method == "kd_mse", **weights)
 
 
 def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
@@ -100,19 +149,74 @@ def pooled_mse(student_vecs: jax.Array, teacher_vecs: jax.Array,
                valid: jax.Array | None = None, *, axis_name: str | None = None) -> jax.Array:
   """Pooled-embedding MSE (sentence-transformers' multilingual distillation loss).
 
+  Summed over dimensions, i.e. torch's MSELoss times D: for unit vectors it is
+  2 - 2 cos, on the scale of the other terms whatever the dimension, so one
+  weight means the same for a 384- and a 1024-dimensional teacher.
+
   Args:
     student_vecs, teacher_vecs: [B, D].
     valid: [B] bool.
     axis_name: inside `pmap`: this device's share of the global mean.
 
   Returns:
-    float32 scalar: mean over valid rows and dimensions (as torch MSELoss).
+    float32 scalar: mean over valid rows of the squared distance.
   """
-  err = jnp.mean(jnp.square(student_vecs.astype(jnp.float32) -
-                            teacher_vecs.astype(jnp.float32)), axis=-1)
+  err = jnp.sum(jnp.square(student_vecs.astype(jnp.float32) -
+                           teacher_vecs.astype(jnp.float32)), axis=-1)
   valid = jnp.ones(err.shape, bool) if valid is None else valid
   n = jax.lax.stop_gradient(_psum(jnp.sum(valid), axis_name))
   return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(n, 1)
+
+
+def token_alignment(student_tokens: jax.Array, student_ok: jax.Array, teacher_tokens: jax.Array,
+                    teacher_ok: jax.Array, kind: str = "mutual") -> tuple[jax.Array, jax.Array]:
+  """Hard token alignment by cosine similarity (no gradient flows through it).
+
+  Args:
+    student_tokens: [B, Ls, H]; teacher_tokens: [B, Lt, H].
+    student_ok, teacher_ok: [B, Ls], [B, Lt] bool: tokens that may align
+      (real, not special or prefix).
+    kind: 'argmax': each student token to its most similar teacher token;
+      'mutual': only pairs that are each other's most similar.
+
+  Returns:
+    index: [B, Ls] int32 teacher position of each student token;
+    aligned: [B, Ls] bool, whether that student token has a partner.
+  """
+  s = jax.lax.stop_gradient(student_tokens.astype(jnp.float32))
+  t = jax.lax.stop_gradient(teacher_tokens.astype(jnp.float32))
+  sims = 1.0 - ot.cost_matrix(s, t, "cosine")                       # [B, Ls, Lt]
+  pair_ok = student_ok[:, :, None] & teacher_ok[:, None, :]
+  sims = jnp.where(pair_ok, sims, -jnp.inf)
+  index = jnp.argmax(sims, axis=-1).astype(jnp.int32)               # [B, Ls]
+  aligned = student_ok & jnp.any(teacher_ok, axis=-1, keepdims=True)
+  if kind == "mutual":
+    back = jnp.argmax(sims, axis=-2)                                # [B, Lt]
+    aligned &= jnp.take_along_axis(back, index, axis=-1) == jnp.arange(s.shape[1])[None]
+  return index, aligned
+
+
+def token_mse(student_tokens: jax.Array, student_ok: jax.Array, teacher_tokens: jax.Array,
+              teacher_ok: jax.Array, kind: str = "mutual", *,
+              axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+  """Token-level MSE to the teacher under `token_alignment`.
+
+  Args:
+    as `token_alignment`; axis_name: inside `pmap`: this device's share.
+
+  Returns:
+    (mean over aligned student tokens of the mean squared difference over H
+    (torch MSELoss on the aligned pairs), fraction of eligible student tokens
+    aligned); float32 scalars, 0 when nothing aligns.
+  """
+  index, aligned = token_alignment(student_tokens, student_ok, teacher_tokens, teacher_ok, kind)
+  target = jnp.take_along_axis(teacher_tokens.astype(jnp.float32), index[..., None], axis=1)
+  err = jnp.mean(jnp.square(student_tokens.astype(jnp.float32)
+                            - jax.lax.stop_gradient(target)), axis=-1)
+  n = jax.lax.stop_gradient(_psum(jnp.sum(aligned), axis_name))
+  n_ok = jax.lax.stop_gradient(_psum(jnp.sum(student_ok), axis_name))
+  return (jnp.sum(jnp.where(aligned, err, 0.0)) / jnp.maximum(n, 1),
+          jnp.sum(aligned) / jnp.maximum(n_ok, 1))
 
 
 def ot_per_pair(cfg: ot.OTConfig, student_tokens, student_mask, teacher_tokens, teacher_mask,
@@ -128,7 +232,8 @@ def ot_per_pair(cfg: ot.OTConfig, student_tokens, student_mask, teacher_tokens, 
 def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: jax.Array,
                       teacher_tokens: jax.Array, teacher_vecs: jax.Array,
                       batch: dict[str, jax.Array], *, axis_name: str | None = None,
-                      ot_fn=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                      ot_fn=None, student_tgt_vecs: jax.Array | None = None
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The weighted objective for one batch.
 
   Args:
@@ -144,6 +249,8 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
       a psum over devices gives exactly the single-device loss and metrics.
     ot_fn: computes `ot_per_pair(cfg.ot, ...)`; `sharding.per_device` wraps it
       so each device solves only its own pairs.
+    student_tgt_vecs: [B, D] the student's pooled vectors of the English side
+      (required with `cfg.mse_both_sides`).
 
   Returns:
     (total loss, metrics: each term and OT diagnostics, float32 scalars).
@@ -164,7 +271,18 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
                                        axis_name=axis_name)
   if cfg.mse_weight:
     terms["mse"] = pooled_mse(student_vecs, teacher_vecs, valid, axis_name=axis_name)
-  weights = {"ot": cfg.ot_weight, "contrastive": cfg.contrastive_weight, "mse": cfg.mse_weight}
+    if cfg.mse_both_sides:
+      if student_tgt_vecs is None:
+        raise ValueError("mse_both_sides needs the student's vectors of the English side")
+      terms["mse"] = terms["mse"] + pooled_mse(student_tgt_vecs, teacher_vecs, valid,
+                                               axis_name=axis_name)
+  if cfg.token_mse_weight:
+    ok = lambda side: (batch[f"{side}_mask"] > 0) & ~(batch[f"{side}_special"] > 0)
+    terms["token_mse"], metrics["token_aligned"] = token_mse(
+        student_tokens, ok("src"), teacher_tokens, ok("tgt"), cfg.token_alignment,
+        axis_name=axis_name)
+  weights = {"ot": cfg.ot_weight, "contrastive": cfg.contrastive_weight, "mse": cfg.mse_weight,
+             "token_mse": cfg.token_mse_weight}
   total = sum(weights[k] * v for k, v in terms.items())
   metrics.update({f"loss_{k}": v for k, v in terms.items()})
   # How far apart in-batch translations stay for the student: the collapse

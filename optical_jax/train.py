@@ -172,7 +172,9 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
     frozen: the student's non-trainable parameters.
     teacher: the teacher's parameters (never differentiated).
     batch: 'src_ids', 'src_mask', 'src_special' [B, Ls]; 'tgt_ids',
-      'tgt_mask', 'tgt_special' [B, Lt].
+      'tgt_mask', 'tgt_special' [B, Lt]; with `loss_cfg.mse_both_sides` also
+      'stu_tgt_ids', 'stu_tgt_mask' [B, Lt] (the English side as the student
+      reads it, with the source prefix).
     student_parts, teacher_parts: the models' graphs.
     loss_cfg: the objective.
     tx: the optimizer.
@@ -192,8 +194,11 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
   def loss_fn(params):
     s_model = student_parts.merge(frozen, params)
     s_tok, s_vec = encode_pair_side(s_model, batch["src_ids"], batch["src_mask"], layer_index)
+    s_tgt_vec = (s_model(batch["stu_tgt_ids"], batch["stu_tgt_mask"])
+                 if loss_cfg.mse_both_sides else None)
     return losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch,
-                                        axis_name=axis_name, ot_fn=ot_fn)
+                                        axis_name=axis_name, ot_fn=ot_fn,
+                                        student_tgt_vecs=s_tgt_vec)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if axis_name:  # shares of the global batch -> the global values, on every device
@@ -211,14 +216,19 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
 
 def make_batch(tokenizer: text.Tokenizer, src: Sequence[str], tgt: Sequence[str], *,
                src_prefix: str, tgt_prefix: str, max_length: int, batch_size: int,
-               pad_to_max: bool = True) -> dict[str, np.ndarray]:
+               pad_to_max: bool = True, student_reads_tgt: bool = False
+               ) -> dict[str, np.ndarray]:
   """Token arrays for a batch of pairs (truncations counted by the tokenizer).
 
   With `pad_to_max` both sides are padded to `max_length` so the jitted step
-  compiles once; otherwise to their length bucket.
+  compiles once; otherwise to their length bucket. `student_reads_tgt` adds
+  'stu_tgt_*': the English side with the student's (source) prefix.
   """
   sides = {}
-  for side, texts, prefix in (("src", src, src_prefix), ("tgt", tgt, tgt_prefix)):
+  todo = [("src", src, src_prefix), ("tgt", tgt, tgt_prefix)]
+  if student_reads_tgt:
+    todo.append(("stu_tgt", tgt, src_prefix))
+  for side, texts, prefix in todo:
     b = tokenizer.encode(texts, prefix=prefix, max_length=max_length, batch_size=batch_size)
     if pad_to_max and b.ids.shape[1] < max_length:
       pad = max_length - b.ids.shape[1]

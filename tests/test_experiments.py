@@ -202,3 +202,35 @@ def test_numeric_sweep_plot_and_string_job(tmp_path, qrels_path):
   # The mode's --baseline flag replaces the block's.
   summary = experiments.experiment_mode(config, str(tmp_path), baseline="ot_weight=2.0")
   assert "ot_weight=2.0" not in summary.significance and "base" in summary.significance
+
+
+def test_also_against_tests_every_cell_against_a_second_baseline(tmp_path, qrels_path):
+  config = make_config(GRID, seeds=(0, 1), qrels=qrels_path, also_against=("same",))
+  summary = experiments.run_grid(config, tmp_path, job=fake_job)
+  # Against 'same' (identical to base), 'better' is better and 'base' is the same.
+  vs_same = summary.against["same"]
+  assert vs_same["better"]["MRR@10"].significant and vs_same["better"]["MRR@10"].delta > 0
+  assert vs_same["base"]["MRR@10"].delta == pytest.approx(0.0, abs=1e-12)
+  assert not vs_same["base"]["MRR@10"].significant
+  text = (tmp_path / "results.md").read_text()
+  assert "Against same" in text and "| better |" in text.split("Against same")[1]
+  assert "same" in json.loads((tmp_path / "results.json").read_text())["against"]
+  with pytest.raises(config_lib.ConfigError, match="also_against"):
+    experiments.settings(make_config(GRID, also_against=("nope",)))
+
+
+def test_a_config_field_added_later_keeps_finished_cells(tmp_path, qrels_path):
+  """Cells finished before the code grew a field (left at its default) still count."""
+  config = make_config(GRID[:1], seeds=(0,), qrels=qrels_path)
+  experiments.run_grid(config, tmp_path, job=fake_job)
+  done = tmp_path / "cells" / "base" / "seed0" / "done.json"
+  record = json.loads(done.read_text())
+  del record["config"]["eval"]["zero_shot"]        # as written before eval.zero_shot existed
+  done.write_text(json.dumps(record))
+  calls = Counting()
+  experiments.run_grid(config, tmp_path, job=calls)
+  assert calls.calls == []
+  record["config"]["eval"]["zero_shot"] = False    # but a changed value is another config
+  done.write_text(json.dumps(record))
+  with pytest.raises(config_lib.ConfigError, match="eval.zero_shot differs"):
+    experiments.run_grid(config, tmp_path, job=calls)

@@ -32,10 +32,94 @@ def test_contrastive_ignores_padding_rows():
 
 
 def test_pooled_mse_equals_numpy():
+  """torch's MSELoss times D: the mean squared distance between the pair's vectors."""
   rng = np.random.default_rng(2)
   s, t = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
   np.testing.assert_allclose(float(losses.pooled_mse(jnp.asarray(s), jnp.asarray(t))),
-                             np.mean((s - t) ** 2), rtol=1e-6)
+                             np.mean(np.sum((s - t) ** 2, axis=1)), rtol=1e-6)
+  u, v = _unit(s), _unit(t)   # unit vectors: 2 - 2 cos
+  np.testing.assert_allclose(float(losses.pooled_mse(jnp.asarray(u), jnp.asarray(v))),
+                             np.mean(2 - 2 * np.sum(u * v, axis=1)), rtol=1e-5)
+
+
+def _numpy_alignment(s, s_ok, t, t_ok, kind):
+  """Loops over pairs and tokens: the alignment as the definition reads."""
+  b, ls, _ = s.shape
+  index, aligned = np.zeros((b, ls), int), np.zeros((b, ls), bool)
+  for i in range(b):
+    cos = _unit(s[i]) @ _unit(t[i]).T
+    for a in range(ls):
+      cands = [j for j in range(t.shape[1]) if t_ok[i, j]]
+      if not s_ok[i, a] or not cands:
+        continue
+      j = max(cands, key=lambda j: cos[a, j])
+      back = max((k for k in range(ls) if s_ok[i, k]), key=lambda k: cos[k, j])
+      index[i, a], aligned[i, a] = j, kind == "argmax" or back == a
+  return index, aligned
+
+
+@pytest.mark.parametrize("kind", ["mutual", "argmax"])
+def test_token_alignment_and_token_mse_equal_numpy(kind):
+  rng = np.random.default_rng(5)
+  b, ls, lt, h = 3, 6, 5, 4
+  s, t = rng.normal(size=(b, ls, h)), rng.normal(size=(b, lt, h))
+  s_ok = np.array([[0, 1, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], bool)
+  t_ok = np.array([[0, 1, 1, 1, 0], [0, 1, 0, 0, 0], [0, 1, 1, 0, 0]], bool)
+  index, aligned = losses.token_alignment(*map(jnp.asarray, (s, s_ok, t, t_ok)), kind)
+  want_index, want_aligned = _numpy_alignment(s, s_ok, t, t_ok, kind)
+  np.testing.assert_array_equal(np.asarray(aligned), want_aligned)
+  np.testing.assert_array_equal(np.where(want_aligned, np.asarray(index), 0),
+                                np.where(want_aligned, want_index, 0))
+  if kind == "mutual":   # sentence 1 has one teacher token: only its best student keeps it
+    assert want_aligned[1].sum() == 1
+  errs = [np.mean((s[i, a] - t[i, want_index[i, a]]) ** 2)
+          for i in range(b) for a in range(ls) if want_aligned[i, a]]
+  loss, frac = losses.token_mse(*map(jnp.asarray, (s, s_ok, t, t_ok)), kind)
+  np.testing.assert_allclose(float(loss), np.mean(errs), rtol=1e-5)
+  np.testing.assert_allclose(float(frac), len(errs) / s_ok.sum(), rtol=1e-6)
+
+
+def test_methods_select_their_terms():
+  base = losses.LossConfig(ot_weight=0.5, contrastive_weight=2.0, mse_weight=3.0,
+                           token_mse_weight=4.0)
+  got = {m: losses.for_method(m, base) for m in losses.METHODS}
+  weights = lambda c: (c.ot_weight, c.contrastive_weight, c.mse_weight, c.token_mse_weight)
+  assert weights(got["optical"]) == (0.5, 2.0, 0.0, 0.0)
+  assert weights(got["optical+mse"]) == (0.5, 2.0, 3.0, 0.0)
+  assert weights(got["kd_mse"]) == (0.0, 2.0, 3.0, 0.0) and got["kd_mse"].mse_both_sides
+  assert not got["optical+mse"].mse_both_sides
+  assert weights(got["kd_token"]) == (0.0, 2.0, 0.0, 4.0)
+  with pytest.raises(ValueError, match="loss.mse_weight, which is 0"):
+    losses.for_method("kd_mse", losses.LossConfig(mse_weight=0.0))
+  with pytest.raises(ValueError, match="trains nothing or is unknown"):
+    losses.for_method("zero_shot", base)
+
+
+def test_kd_mse_pulls_both_sides_and_kd_token_is_its_term():
+  rng = np.random.default_rng(6)
+  b, ls, lt, h = 4, 5, 6, 8
+  s_tok, t_tok = rng.normal(size=(b, ls, h)), rng.normal(size=(b, lt, h))
+  s_vec, t_vec, st_vec = (_unit(rng.normal(size=(b, h))) for _ in range(3))
+  special = lambda l: np.tile(np.arange(l) == 0, (b, 1))   # position 0 plays CLS
+  batch = {"src_mask": np.ones((b, ls), int), "tgt_mask": np.ones((b, lt), int),
+           "src_special": special(ls), "tgt_special": special(lt)}
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  args = [jnp.asarray(x) for x in (s_tok, s_vec, t_tok, t_vec)]
+  kd = losses.for_method("kd_mse", losses.LossConfig(contrastive_weight=0.0, mse_weight=1.0))
+  total, m = losses.distillation_loss(kd, *args, batch, student_tgt_vecs=jnp.asarray(st_vec))
+  want = np.mean(np.sum((s_vec - t_vec) ** 2, 1)) + np.mean(np.sum((st_vec - t_vec) ** 2, 1))
+  np.testing.assert_allclose(float(total), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="English side"):
+    losses.distillation_loss(kd, *args, batch)
+  tok = losses.for_method("kd_token", losses.LossConfig(contrastive_weight=0.0,
+                                                       token_mse_weight=1.0))
+  total, m = losses.distillation_loss(tok, *args, batch)
+  ok_s, ok_t = ~np.asarray(batch["src_special"]), ~np.asarray(batch["tgt_special"])
+  want_index, want_aligned = _numpy_alignment(s_tok, ok_s, t_tok, ok_t, "mutual")
+  errs = [np.mean((s_tok[i, a] - t_tok[i, want_index[i, a]]) ** 2)
+          for i in range(b) for a in range(ls) if want_aligned[i, a]]
+  np.testing.assert_allclose(float(total), np.mean(errs), rtol=1e-5)
+  assert set(m) >= {"loss_token_mse", "token_aligned"}
 
 
 def test_distillation_loss_is_the_weighted_sum():
