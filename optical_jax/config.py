@@ -12,7 +12,9 @@ import json
 
 import ml_collections
 
+from optical_jax import intent
 from optical_jax import losses
+from optical_jax import mlm
 from optical_jax import ot
 
 
@@ -101,6 +103,16 @@ def default() -> ml_collections.ConfigDict:
   c.loss.temperature = 0.05
   c.loss.layer = -1
 
+  # Multilingual pretraining terms added to the distillation loss: masked LM
+  # on the source side, translation LM on the concatenated pair (see mlm.py).
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.mlm_weight = 0.0           # 0 = off
+  c.pretrain.tlm_weight = 0.0           # 0 = off
+  c.pretrain.mask_rate = 0.15
+  c.pretrain.mask_fraction = 0.8        # of the chosen tokens: [MASK]
+  c.pretrain.random_fraction = 0.1      # random token; the rest keep theirs
+  c.pretrain.tlm_max_length = 0         # 0 = both sides' lengths together
+
   c.ot = ml_collections.ConfigDict()
   c.ot.cost = "cosine"
   c.ot.epsilon = 0.05
@@ -115,6 +127,9 @@ def default() -> ml_collections.ConfigDict:
   c.parallel.step = "shard_map"        # shard_map (jit + shardings) | pmap (pure DP)
   c.parallel.distributed = False       # jax.distributed.initialize() (multi-host)
   c.parallel.use_mesh = "auto"         # auto: a mesh when there is more than one device
+
+  # MTOP intent detection (intent.py: the `optical_jax.intent:run` job).
+  c.intent = intent.config_block()
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 50
@@ -175,6 +190,13 @@ def loss_config(c: ml_collections.ConfigDict) -> losses.LossConfig:
     raise ConfigError(f"config.{e}") from None
 
 
+def pretrain_config(c: ml_collections.ConfigDict) -> mlm.MLMConfig:
+  """The `pretrain` block -> MLMConfig, errors naming the key."""
+  block = dict(c.pretrain.to_dict())
+  block["tlm_max_length"] = block["tlm_max_length"] or None
+  return _build("pretrain", mlm.MLMConfig, **block)
+
+
 def check(c: ml_collections.ConfigDict) -> None:
   """Validates the values the types alone do not (raises ConfigError)."""
   choices = {"data.source": ("bible", "files"), "data.format": ("tsv", "parallel", "jsonl"),
@@ -198,3 +220,4 @@ def check(c: ml_collections.ConfigDict) -> None:
     if c[block][field] < 1:
       raise ConfigError(f"config.{key} must be >= 1, got {c[block][field]}")
   loss_config(c)
+  pretrain_config(c)

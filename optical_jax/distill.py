@@ -38,6 +38,7 @@ from optical_jax import evaluate as evaluate_lib
 from optical_jax import inference
 from optical_jax import losses as losses_lib
 from optical_jax import metrics_log
+from optical_jax import mlm as mlm_lib
 from optical_jax import models
 from optical_jax import retrieval
 from optical_jax import sharding
@@ -51,7 +52,7 @@ from optical_jax.models import heads as heads_lib
 log = logging.getLogger(__name__)
 
 # Config blocks that must not change when a run resumes (steps may grow).
-_RESUME_INVARIANT = ("seed", "method", "model", "text", "data", "loss", "ot")
+_RESUME_INVARIANT = ("seed", "method", "model", "text", "data", "loss", "ot", "pretrain")
 
 
 @dataclasses.dataclass
@@ -60,6 +61,7 @@ class Setup:
   config: ml_collections.ConfigDict
   teacher: heads_lib.TextModel
   tokenizer: text.Tokenizer
+  directory: pathlib.Path  # the teacher's HF directory
   src: list[str]
   tgt: list[str]
   collection: Any          # sources.Collection or None
@@ -68,10 +70,10 @@ class Setup:
 def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) -> Setup:
   """Loads the teacher, its tokenizer, the bitext and the evaluation collection."""
   config_lib.check(config)
-  teacher, tokenizer, _ = models.load(config.model.teacher, dtype=config.model.dtype,
-                                      param_dtype=config.model.param_dtype)
+  teacher, tokenizer, directory = models.load(config.model.teacher, dtype=config.model.dtype,
+                                              param_dtype=config.model.param_dtype)
   src, tgt, collection = sources.load(config, need_train_data=need_train_data)
-  return Setup(config, teacher, tokenizer, src, tgt, collection)
+  return Setup(config, teacher, tokenizer, directory, src, tgt, collection)
 
 
 class RetrievalEvaluator:
@@ -153,21 +155,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   loss_cfg = config_lib.loss_config(config)
   tcfg = config.train
   teacher = setup.teacher
-  n_layers = teacher.encoder.cfg.num_layers
   layer_index = teacher.encoder.layer_index(loss_cfg.layer)
 
-  # The student starts as the teacher; only the trainable names get optimised.
-  teacher_parts, teacher_params = train_lib.ModelParts.split(teacher)
-  try:
-    params, frozen = train_lib.split_trainable(teacher_params, tcfg.trainable, n_layers)
-  except ValueError as e:
-    raise config_lib.ConfigError(f"config.{e}") from None
+  teacher_parts, teacher_params, params, frozen, pretrain = student_parameters(
+      config, teacher, setup.directory, setup.tokenizer)
   tx, schedule = train_lib.make_optimizer(tcfg)
   mesh = make_mesh(config)
   # Student and teacher share one graph: the student is the teacher's architecture.
   runner = train_lib.StepRunner(teacher_parts, teacher_parts, loss_cfg, tx, layer_index,
                                 mesh=mesh, mode=config.parallel.step,
-                                rules=sharding.resolve_rules(config.parallel.rules))
+                                rules=sharding.resolve_rules(config.parallel.rules),
+                                pretrain=pretrain)
   for ways, what in ((jax.process_count(), "hosts"),
                     (runner.data_parallelism, f"data-parallel devices ({config.parallel.step})")):
     if tcfg.batch_size % ways:
@@ -224,6 +222,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
           max_length=tcfg.max_length, batch_size=len(idx),
           student_reads_tgt=loss_cfg.mse_both_sides)
+      if pretrain is not None and pretrain.cfg.tlm_weight:
+        batch = mlm_lib.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
+                                       max_length=pretrain.cfg.tlm_max_length)
       state, metrics = runner(state, frozen_dev, teacher_dev, batch)
       loss = float(metrics["loss"])
       if not np.isfinite(loss):
@@ -312,6 +313,28 @@ def _evaluate_untrained(setup: Setup, wd: pathlib.Path) -> dict[str, Any]:
   return results
 
 
+def student_parameters(config: ml_collections.ConfigDict, teacher: heads_lib.TextModel,
+                       directory, tokenizer: text.Tokenizer):
+  """(teacher parts, teacher params, trainable, frozen, Pretraining or None).
+
+  The student starts as the teacher; only `train.trainable` names get
+  optimised, plus the LM head when the `pretrain` terms are on.
+  """
+  parts, teacher_params = train_lib.ModelParts.split(teacher)
+  try:
+    params, frozen = train_lib.split_trainable(teacher_params, config.train.trainable,
+                                               teacher.encoder.cfg.num_layers)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.{e}") from None
+  pretrain = None
+  mlm_cfg = config_lib.pretrain_config(config)
+  if mlm_cfg.enabled:
+    pretrain, head_params = train_lib.Pretraining.create(mlm_cfg, teacher, directory, tokenizer,
+                                                         config.seed)
+    params = dict(params, **head_params)
+  return parts, teacher_params, params, frozen, pretrain
+
+
 def make_mesh(config: ml_collections.ConfigDict):
   """The configured mesh, or None for a plain single-device step."""
   use = config.parallel.use_mesh
@@ -337,11 +360,13 @@ def results_table(results: dict, metrics) -> str:
 def restore_student(config: ml_collections.ConfigDict, workdir: str,
                     teacher: heads_lib.TextModel | None = None) -> heads_lib.TextModel:
   """The student of the latest checkpoint in `workdir` (error if there is none)."""
-  teacher = teacher or models.load(config.model.teacher, dtype=config.model.dtype,
-                                   param_dtype=config.model.param_dtype)[0]
-  parts, params = train_lib.ModelParts.split(teacher)
-  train_params, frozen = train_lib.split_trainable(params, config.train.trainable,
-                                                   teacher.encoder.cfg.num_layers)
+  if teacher is None:
+    teacher, tokenizer, directory = models.load(config.model.teacher, dtype=config.model.dtype,
+                                                param_dtype=config.model.param_dtype)
+  else:
+    directory = models.resolve_dir(config.model.teacher)
+    tokenizer = text.Tokenizer.from_pretrained(directory)
+  parts, _, train_params, frozen, _ = student_parameters(config, teacher, directory, tokenizer)
   tx, _ = train_lib.make_optimizer(config.train)
   ckpt = checkpoint_lib.Checkpointer(workdir)
   restored = ckpt.restore(train_lib.init_state(train_params, tx, config.seed))

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from optical_jax import losses as losses_lib
+from optical_jax import mlm as mlm_lib
 from optical_jax import text
 from optical_jax.models import heads as heads_lib
 
@@ -110,6 +111,46 @@ class ModelParts:
     return nnx.merge(self.graphdef, nnx.from_flat_state(flat))
 
 
+# The MLM head's parameters sit in the trainable dict under this prefix.
+HEAD_PREFIX = "mlm_head/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretraining:
+  """The multilingual pretraining terms (MLM / TLM, see `mlm`) as an extra loss.
+
+  Attributes:
+    head_parts: the LM head's graph; its parameters are `HEAD_PREFIX + name`
+      entries of the trainable dict (trained, checkpointed, sharded with it).
+    cfg: weights and masking.
+    vocab_size, mask_id, exclude_ids: what masking draws from and avoids.
+  """
+  head_parts: ModelParts
+  cfg: mlm_lib.MLMConfig
+  vocab_size: int
+  mask_id: int
+  exclude_ids: tuple[int, ...]
+
+  @classmethod
+  def create(cls, cfg: mlm_lib.MLMConfig, teacher: heads_lib.TextModel, directory,
+             tokenizer: text.Tokenizer, seed: int) -> tuple["Pretraining", Params]:
+    """(the spec, its head's initial parameters, prefixed): the checkpoint's LM
+    head when `directory` has one, else a seeded random head."""
+    head = mlm_lib.load_head(directory, teacher.encoder.cfg, seed=seed)
+    parts, params = ModelParts.split(head)
+    vocab = mlm_lib.VocabIds.from_tokenizer(tokenizer)
+    spec = cls(parts, cfg, teacher.encoder.cfg.vocab_size, vocab.mask_id,
+               tuple(vocab.special_ids))
+    return spec, {HEAD_PREFIX + k: v for k, v in params.items()}
+
+  def loss(self, encoder, params: Params, batch, rng, axis_name: str | None):
+    head = self.head_parts.merge({k[len(HEAD_PREFIX):]: v for k, v in params.items()
+                                  if k.startswith(HEAD_PREFIX)})
+    return mlm_lib.pretraining_loss(encoder, head, batch, rng, self.cfg,
+                                    vocab_size=self.vocab_size, mask_id=self.mask_id,
+                                    exclude_ids=self.exclude_ids, axis_name=axis_name)
+
+
 # ----------------------------------------------------------------------------
 # State and step.
 
@@ -164,7 +205,8 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
                *, student_parts: ModelParts, teacher_parts: ModelParts,
                loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
                layer_index: int, axis_name: str | None = None,
-               ot_fn=None) -> tuple[TrainState, dict[str, jax.Array]]:
+               ot_fn=None, pretrain: Pretraining | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One distillation step (pure; jit it with the keyword arguments bound).
 
   Args:
@@ -183,6 +225,9 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
       of the global-batch loss, and gradients and metrics are summed over it.
     ot_fn: the per-pair OT function (`sharding.per_device` runs it on each
       device's own pairs under jit with shardings).
+    pretrain: MLM / TLM terms added to the loss (the batch then also has the
+      `mlm.TLM_KEYS` arrays when TLM is on); masks are drawn from the state's
+      rng, so a resumed run masks as the uninterrupted one would.
 
   Returns:
     (new state, float32 scalar metrics).
@@ -196,9 +241,14 @@ def train_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[s
     s_tok, s_vec = encode_pair_side(s_model, batch["src_ids"], batch["src_mask"], layer_index)
     s_tgt_vec = (s_model(batch["stu_tgt_ids"], batch["stu_tgt_mask"])
                  if loss_cfg.mse_both_sides else None)
-    return losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch,
-                                        axis_name=axis_name, ot_fn=ot_fn,
-                                        student_tgt_vecs=s_tgt_vec)
+    total, metrics = losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch,
+                                                  axis_name=axis_name, ot_fn=ot_fn,
+                                                  student_tgt_vecs=s_tgt_vec)
+    if pretrain is not None:
+      extra, more = pretrain.loss(s_model.encoder, params, batch,
+                                  jax.random.split(state.rng)[1], axis_name)
+      total, metrics = total + extra, dict(metrics, **more)
+    return total, metrics
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if axis_name:  # shares of the global batch -> the global values, on every device
@@ -256,10 +306,11 @@ class Throughput:
 
 def jit_train_step(student_parts: ModelParts, teacher_parts: ModelParts,
                    loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
-                   layer_index: int, **jit_kwargs):
+                   layer_index: int, pretrain: Pretraining | None = None, **jit_kwargs):
   """`train_step` with its static parts bound, jitted (state donated)."""
   step = functools.partial(train_step, student_parts=student_parts, teacher_parts=teacher_parts,
-                           loss_cfg=loss_cfg, tx=tx, layer_index=layer_index)
+                           loss_cfg=loss_cfg, tx=tx, layer_index=layer_index,
+                           pretrain=pretrain)
   return jax.jit(step, donate_argnums=(0,), **jit_kwargs)
 
 
@@ -284,19 +335,24 @@ class StepRunner:
   def __init__(self, student_parts: ModelParts, teacher_parts: ModelParts,
                loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
                layer_index: int, *, mesh=None, mode: str = "shard_map",
-               rules: Sequence[tuple[str, str]] = ()):
+               rules: Sequence[tuple[str, str]] = (), pretrain: Pretraining | None = None):
     from optical_jax import sharding  # pylint: disable=g-import-not-at-top
     self.mesh, self.mode, self._sharding = mesh, mode, sharding
     kw = dict(student_parts=student_parts, teacher_parts=teacher_parts, loss_cfg=loss_cfg,
-              tx=tx, layer_index=layer_index)
+              tx=tx, layer_index=layer_index, pretrain=pretrain)
     if mode not in ("shard_map", "pmap"):
       raise ValueError(f"parallel.step={mode!r}: expected 'shard_map' or 'pmap'")
-    self.shardings = (sharding.param_shardings(teacher_parts.templates, mesh, rules)
-                      if mesh is not None and mode == "shard_map" else None)
+    self.shardings = None
+    if mesh is not None and mode == "shard_map":
+      self.shardings = sharding.param_shardings(teacher_parts.templates, mesh, rules)
+      if pretrain is not None:   # the LM head is sharded by its own logical axes
+        self.shardings.update({HEAD_PREFIX + k: v for k, v in sharding.param_shardings(
+            pretrain.head_parts.templates, mesh, rules).items()})
     self._tx = tx
     self._devices = list(mesh.devices.flat) if mesh is not None else []
     if mesh is None:
-      self._step = jit_train_step(student_parts, teacher_parts, loss_cfg, tx, layer_index)
+      self._step = jit_train_step(student_parts, teacher_parts, loss_cfg, tx, layer_index,
+                                  pretrain)
     elif mode == "pmap":
       self._step = jax.pmap(functools.partial(train_step, axis_name="batch", **kw),
                             axis_name="batch", devices=self._devices, donate_argnums=(0,))

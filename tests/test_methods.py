@@ -138,3 +138,30 @@ def test_document_vectors_are_cached_by_content(tmp_path):
   other = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t2", seed=1)))[0]
   inference.encode_texts_cached(tmp_path / "cache", other, tok, texts, **kw)
   assert len(list((tmp_path / "cache").glob("vectors-*.npy"))) == 4
+
+
+def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path):
+  c = _config(tmp_path, "kd_token")
+  with c.unlocked():
+    c.pretrain.update(mlm_weight=1.0, tlm_weight=0.5)
+  results = distill.run(c, str(tmp_path / "wd"))
+  records = [json.loads(l) for l in (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()]
+  steps = [r for r in records if "loss" in r]
+  for r in steps:   # the total is every term at its weight
+    want = r["loss_contrastive"] + r["loss_token_mse"] + r["loss_mlm"] + 0.5 * r["loss_tlm"]
+    assert r["loss"] == pytest.approx(want, rel=1e-5)
+    assert 0 <= r["mlm_accuracy"] <= 1
+  assert results["steps"] == 3
+  # The LM head is part of the checkpointed student state, and restores.
+  student = distill.restore_student(c, str(tmp_path / "wd"))
+  from optical_jax import checkpoint
+  ckpt = checkpoint.Checkpointer(tmp_path / "wd")
+  saved = ckpt.manager.restore(ckpt.latest_step())["state"]["params"]
+  ckpt.close()
+  assert any(k.startswith("mlm_head/") for k in saved)
+  assert student is not None
+  # A bad pretrain value names its key.
+  with c.unlocked():
+    c.pretrain.mask_rate = 1.5
+  with pytest.raises(config_lib.ConfigError, match="config.pretrain.*mask_rate"):
+    config_lib.check(c)
