@@ -10,6 +10,7 @@ answered from ordinary runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pathlib
 from typing import Literal, Mapping
@@ -199,3 +200,63 @@ def split_by_query(qids: np.ndarray, dev_fraction: float = 0.5, seed: int = 0) -
   rng = np.random.default_rng(seed)
   dev = set(rng.permutation(unique)[:round(dev_fraction * unique.size)])
   return np.array([str(q) in dev for q in qids], dtype=bool)
+
+
+def config_block():
+  """The `calibration` block the `run` job reads (experiment configs add it)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict({"dev_fraction": 0.5, "n_bins": 15, "strategy": "uniform",
+                                    "split_seed": 0})
+
+
+def calibrate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
+                  *, k: int, dev_fraction: float, n_bins: int, strategy: str, split_seed: int,
+                  plot: PathLike | None = None, title: str = "") -> dict[str, float]:
+  """Platt scaling fitted on a dev half of the queries, judged on the rest.
+
+  Returns:
+    {'ECE', 'Brier', 'platt_a', 'platt_b', 'test_pairs'} on the test queries;
+    with `plot`, their reliability diagram is written there.
+  """
+  scores, labels, qids = score_label_pairs(run, qrels, k=k)
+  dev = split_by_query(qids, dev_fraction, seed=split_seed)
+  if not dev.any() or dev.all():
+    raise ValueError(f"calibration needs queries on both sides of the dev split; "
+                     f"{np.unique(qids).size} queries, dev_fraction={dev_fraction}")
+  platt = fit_platt(scores[dev], labels[dev])
+  probs = platt(scores[~dev])
+  if plot is not None:
+    reliability_diagram(probs, labels[~dev], plot, title=title, n_bins=n_bins, strategy=strategy)
+  return {"ECE": expected_calibration_error(probs, labels[~dev], n_bins, strategy),
+          "Brier": brier_score(probs, labels[~dev]), "platt_a": platt.a, "platt_b": platt.b,
+          "test_pairs": int((~dev).sum())}
+
+
+def run(config, workdir: str) -> dict:
+  """The calibration experiment's job (`optical_jax.calibration:run`).
+
+  Runs the distill job (for `method='zero_shot'` it only evaluates), then
+  calibrates each query encoder's scores (`calibrate_run`, the same dev / test
+  split of the queries for every cell and seed: `calibration.split_seed`) and
+  adds ECE and Brier to its metrics. Writes WORKDIR/calibration/NAME.png and
+  results.json.
+  """
+  from optical_jax import distill  # pylint: disable=g-import-not-at-top  (heavy; imports us)
+  from optical_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from optical_jax.data import sources  # pylint: disable=g-import-not-at-top
+  block = dict(config_block().to_dict(), **(config.get("calibration") or {}))
+  results = distill.run(config, workdir)
+  qrels = sources.load(config, need_train_data=False)[2].qrels
+  out = pathlib.Path(workdir) / "calibration"
+  report = {}
+  for name in ("zero_shot", "optical"):
+    path = pathlib.Path(workdir) / "eval" / f"{name}.run"
+    if name not in results or not path.exists():
+      continue
+    report[name] = calibrate_run(
+        evaluate.read_run(path), qrels, k=config.eval.k, plot=out / f"{name}.png",
+        title=f"{name} ({config.method})", **block)
+    results[name] = dict(results[name], ECE=report[name]["ECE"], Brier=report[name]["Brier"])
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "results.json").write_text(json.dumps(report, indent=2))
+  return results

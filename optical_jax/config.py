@@ -40,7 +40,7 @@ def default() -> ml_collections.ConfigDict:
   c.text.doc_prefix = "passage: "       # evaluation documents
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "bible"               # bible | files
+  c.data.source = "bible"               # bible | files | mix (see data/benchmarks.py)
   c.data.format = "tsv"                 # tsv | parallel | jsonl   (source=files)
   c.data.path = ""                      # tsv / jsonl file
   c.data.src_path = ""                  # parallel: source-language file
@@ -58,9 +58,17 @@ def default() -> ml_collections.ConfigDict:
   c.data.codeswitch_rate = 0.0
   c.data.codeswitch_dictionary = ""     # src<TAB>en file; '' = induce from the bitext (Dice)
   c.data.codeswitch_induce_pairs = 10_000   # pairs the induction reads (memory ~ pairs)
+  # source='mix': several languages' bitext ('lang:bible', 'lang:bitext:DIR',
+  # 'lang:multi30k:DIR'), mixed high:low by mix_ratio or by temperature.
+  c.data.mix_sources = ()
+  c.data.mix_high = ()                  # the high-resource languages of mix_ratio
+  c.data.mix_ratio = ""                 # 'a:b' high:low examples; '' = by temperature
+  c.data.mix_temperature = 1.0          # p_l ~ n_l ** (1 / T): 1 = by size
+  c.data.mix_block = 8192               # positions per exactly-mixed block
+  c.data.tfds_dir = ""                  # where TFDS-prepared bitext lives ('' = TFDS's)
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.collection = "bible"           # bible | files | none
+  c.eval.collection = "bible"           # bible | files | none | miracl | mlqa | multi30k
   c.eval.queries = ""                   # files: qid<TAB>text
   c.eval.corpus = ""                    # files: docid<TAB>text
   c.eval.qrels = ""                     # files: TREC qrels
@@ -71,6 +79,13 @@ def default() -> ml_collections.ConfigDict:
   c.eval.every_steps = 0                # 0 = before and after training only
   c.eval.max_queries = 0                # 0 = all
   c.eval.max_docs = 0                   # 0 = all; else the judged ones + the first others
+  # Benchmark layouts (data/benchmarks.py): one collection per language.
+  c.eval.languages = ()                 # e.g. ('sw', 'yo', 'te'): metrics overall and per language
+  c.eval.split = ""                     # '' = the layout's test split
+  c.eval.doc_language = "en"            # mlqa / multi30k: the documents' language
+  c.eval.high_languages = ()            # reported as METRIC/high, /low and /gap (high - low)
+  c.eval.data_dir = ""                  # TFDS data_dir ('' = TFDS's default)
+  c.eval.manual_dir = ""                # where the published files are
   c.eval.zero_shot = True               # also evaluate the teacher before distilling
   c.eval.translated_queries = ""        # translate_query: qid<TAB>English translation
   # Reuse the teacher's document vectors across runs (keyed by a hash of the
@@ -199,9 +214,10 @@ def pretrain_config(c: ml_collections.ConfigDict) -> mlm.MLMConfig:
 
 def check(c: ml_collections.ConfigDict) -> None:
   """Validates the values the types alone do not (raises ConfigError)."""
-  choices = {"data.source": ("bible", "files"), "data.format": ("tsv", "parallel", "jsonl"),
+  choices = {"data.source": ("bible", "files", "mix"),
+             "data.format": ("tsv", "parallel", "jsonl"),
              "data.on_bad_line": ("error", "skip"),
-             "eval.collection": ("bible", "files", "none"),
+             "eval.collection": ("bible", "files", "none", "miracl", "mlqa", "multi30k"),
              "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
              "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no")}
   if c.method not in (*losses.METHODS, *losses.UNTRAINED):

@@ -44,7 +44,7 @@ from optical_jax import retrieval
 from optical_jax import sharding
 from optical_jax import text
 from optical_jax import train as train_lib
-from optical_jax.data import batching
+from optical_jax.data import benchmarks
 from optical_jax.data import collection as collection_lib
 from optical_jax.data import sources
 from optical_jax.models import heads as heads_lib
@@ -65,6 +65,7 @@ class Setup:
   src: list[str]
   tgt: list[str]
   collection: Any          # sources.Collection or None
+  order: Any = None        # the training order (BatchOrder or a language mix)
 
 
 def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) -> Setup:
@@ -72,8 +73,9 @@ def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) 
   config_lib.check(config)
   teacher, tokenizer, directory = models.load(config.model.teacher, dtype=config.model.dtype,
                                               param_dtype=config.model.param_dtype)
-  src, tgt, collection = sources.load(config, need_train_data=need_train_data)
-  return Setup(config, teacher, tokenizer, directory, src, tgt, collection)
+  src, tgt, collection, order = sources.load(config, need_train_data=need_train_data,
+                                             with_order=True)
+  return Setup(config, teacher, tokenizer, directory, src, tgt, collection, order)
 
 
 class RetrievalEvaluator:
@@ -90,6 +92,13 @@ class RetrievalEvaluator:
     self.out.mkdir(parents=True, exist_ok=True)
     self.docids = list(self.collection.docs)
     self.qids = list(self.collection.queries)
+    # Benchmark layouts: each language's queries search its own documents.
+    self.groups = None
+    if cfg.eval.collection in benchmarks.LAYOUTS:
+      q_lang = np.asarray([benchmarks.language_of(q) for q in self.qids])
+      d_lang = np.asarray([benchmarks.language_of(d) for d in self.docids])
+      self.groups = {lang: (np.flatnonzero(q_lang == lang), np.flatnonzero(d_lang == lang))
+                     for lang in cfg.eval.languages}
     encode = (functools.partial(inference.encode_texts_cached,
                                 os.path.expanduser(cfg.eval.cache_dir))
               if cfg.eval.cache_dir else inference.encode_texts)
@@ -108,9 +117,13 @@ class RetrievalEvaluator:
         query_model, self.tokenizer, [queries[q] for q in self.qids],
         prefix=cfg.text.query_prefix, batch_size=cfg.eval.batch_size,
         max_length=cfg.eval.max_length, desc=f"queries ({name})", progress=cfg.train.progress)
-    k = min(cfg.eval.k, len(self.docids))
-    scores, idx = retrieval.topk(q_vecs, self.doc_vecs, k, similarity="dot")
-    run = retrieval.to_run(scores, idx, self.qids, self.docids)
+    groups = self.groups or {"": (np.arange(len(self.qids)), np.arange(len(self.docids)))}
+    run = {}
+    for qi, di in groups.values():
+      k = min(cfg.eval.k, len(di))
+      scores, idx = retrieval.topk(q_vecs[qi], self.doc_vecs[di], k, similarity="dot")
+      run.update(retrieval.to_run(scores, idx, [self.qids[i] for i in qi],
+                                  [self.docids[j] for j in di]))
     result = evaluate_lib.evaluate(self.collection.qrels, run, cfg.eval.metrics)
     if jax.process_index() == 0:   # every host computes the same; one writes
       evaluate_lib.write_run(self.out / f"{name}.run", run, tag=name)
@@ -120,6 +133,17 @@ class RetrievalEvaluator:
     sims = sample @ sample.T
     off = ~np.eye(len(sample), dtype=bool)
     metrics = dict(result.aggregate, query_spread_cos=float(sims[off].mean()))
+    for lang in self.groups or ():   # per language: the mean over its judged queries
+      for m in cfg.eval.metrics:
+        values = [v for q, v in result.per_query[m].items() if benchmarks.language_of(q) == lang]
+        metrics[f"{m}/{lang}"] = float(np.mean(values)) if values else float("nan")
+    high = [l for l in cfg.eval.languages if l in cfg.eval.high_languages]
+    low = [l for l in cfg.eval.languages if l not in cfg.eval.high_languages]
+    if self.groups and high and low:   # the high- vs low-resource gap, by language means
+      for m in cfg.eval.metrics:
+        metrics[f"{m}/high"] = float(np.mean([metrics[f"{m}/{l}"] for l in high]))
+        metrics[f"{m}/low"] = float(np.mean([metrics[f"{m}/{l}"] for l in low]))
+        metrics[f"{m}/gap"] = metrics[f"{m}/high"] - metrics[f"{m}/low"]
     return metrics
 
 
@@ -199,7 +223,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if main_host:
       results_path.write_text(json.dumps(results, indent=2))
 
-  order = batching.BatchOrder(len(setup.src), tcfg.batch_size, config.seed)
+  order = setup.order
+  if getattr(order, "report", None) is not None:   # a language mix: what the run will see
+    results["mix"] = {"target": order.report.target_languages,
+                      "realised": order.report.languages}
   switcher = sources.codeswitcher(config, setup.src, setup.tgt)
   host_rows = tcfg.batch_size // jax.process_count()
   state = runner.to_device(state)

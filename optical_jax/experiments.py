@@ -155,6 +155,14 @@ def settings(config: ml_collections.ConfigDict) -> Settings:
                           baseline=s.baseline or names[0],
                           metrics=tuple(s.metrics) or tuple(config.eval.metrics))
   _check(s.seeds and len(set(s.seeds)) == len(s.seeds), f".seeds={s.seeds}: need distinct seeds")
+  for m in s.metrics:   # an IR metric (or its per-language 'METRIC/lang') the job will not compute
+    base = m.split("/", 1)[0]
+    try:
+      evaluate_lib.parse_metric(base)
+    except ValueError:
+      continue
+    _check(base in tuple(config.eval.metrics),
+           f".metrics: {m!r} is not computed: add {base!r} to config.eval.metrics")
   _check(s.baseline in names, f".baseline={s.baseline!r} is not a cell of {names}")
   s = dataclasses.replace(s, also_against=tuple(s.also_against))
   _check(all(b in names for b in s.also_against),

@@ -8,6 +8,7 @@
   search     encode the queries, search the index -> WORKDIR/search/NAME.run
   compare    --runs against --baseline: metrics with significance marks
   experiment a grid of runs over cells and seeds (resumable), with tables and plots
+  teacher    train an English retrieval teacher on triples -> WORKDIR/export
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from optical_jax import evaluate as evaluate_lib
 from optical_jax import index as index_lib
 from optical_jax import inference
 from optical_jax import retrieval
+from optical_jax import teacher
 from optical_jax.models import weights
 
 log = logging.getLogger(__name__)
@@ -169,4 +171,4 @@ def experiment_mode(config: ml_collections.ConfigDict, workdir: str, **flags):
 
 MODES = {"distill": distill_mode, "evaluate": evaluate_mode, "export": export_mode,
          "index": index_mode, "search": search_mode, "compare": compare_mode,
-         "experiment": experiment_mode}
+         "experiment": experiment_mode, "teacher": teacher.teacher_mode}

@@ -24,12 +24,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 _MODE = flags.DEFINE_enum(
     "mode", "distill",
-    ["distill", "evaluate", "export", "index", "search", "compare", "experiment"],
+    ["distill", "evaluate", "export", "index", "search", "compare", "experiment", "teacher"],
     "distill: zero-shot eval, train, eval. evaluate: --runs against qrels, or the "
     "teacher zero-shot and the student of --workdir. export: the student as a Hugging "
     "Face directory. index / search: a document index and a TREC run. compare: --runs "
     "against --baseline with significance tests. experiment: the grid of an experiment "
-    "config (configs/experiments/), resumable.")
+    "config (configs/experiments/), resumable. teacher: train an English retrieval teacher "
+    "on (query, positive, negative) triples (configs/teacher.py), exported to WORKDIR/export.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None,
                                   "export: output directory (default WORKDIR/student_hf).")
 _RUNS = flags.DEFINE_list("runs", [], "evaluate / compare: TREC run files.")

@@ -150,7 +150,9 @@ class Tokenizer:
     if rows < len(texts):
       raise ValueError(f"batch_size {batch_size} < {len(texts)} texts")
     longest = max((len(e.ids) for e in encs), default=1)
-    length = bucket_length(longest, [b for b in self.buckets if b <= limit] or [limit])
+    # A limit between buckets is a bucket of its own: texts cut at 48 tokens
+    # must not be padded into (or overflow) the 32 or 64 bucket.
+    length = bucket_length(longest, [b for b in self.buckets if b < limit] + [limit])
     ids = np.full((rows, length), self.pad_id, np.int32)
     mask = np.zeros((rows, length), np.int32)
     special = np.zeros((rows, length), bool)

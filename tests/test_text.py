@@ -52,6 +52,14 @@ def test_length_buckets(tiny_dir):
   assert text.bucket_length(99, (8, 16, 32)) == 32
 
 
+def test_a_limit_between_buckets_is_a_bucket(tiny_dir):
+  tok = text.Tokenizer.from_pretrained(tiny_dir, max_length=64, buckets=(8, 16, 32))
+  long = " ".join(["river"] * 60)
+  assert tok.encode([long], max_length=20).ids.shape == (1, 20)     # cut at 20, padded to 20
+  short = " ".join(["river"] * 3)
+  assert tok.encode([short], max_length=20).ids.shape[1] == 8       # still the small bucket
+
+
 def test_truncation_is_counted_and_keeps_specials(tiny_dir, caplog):
   tok = text.Tokenizer.from_pretrained(tiny_dir, max_length=64)
   texts = [" ".join(["river valley"] * 40), "short"]

@@ -10,6 +10,8 @@ import logging
 
 import ml_collections
 
+from optical_jax.data import batching
+from optical_jax.data import benchmarks
 from optical_jax.data import bible
 from optical_jax.data import bitext
 from optical_jax.data import codeswitch
@@ -36,13 +38,16 @@ def subsample(col: Collection, max_queries: int, max_docs: int) -> Collection:
       qrels=qrels)
 
 
-def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True
-         ) -> tuple[list[str], list[str], Collection | None]:
-  """(source texts, English texts, evaluation collection or None)."""
+def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
+         with_order: bool = False):
+  """(source texts, English texts, evaluation collection or None), and with
+  `with_order` the training order: a `BatchOrder`, or for `data.source='mix'`
+  a `benchmarks.MixedOrder` (whose realised mix is its `report`)."""
   d, e = config.data, config.eval
   src: list[str] = []
   tgt: list[str] = []
   col = None
+  order = None
   if d.source == "bible" or e.collection == "bible":
     pairs = bible.load_bible_pairs()
     train_pairs, bible_col = bible.split_bible(pairs, heldout_books=tuple(d.heldout_books))
@@ -56,18 +61,26 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True
         src_column=d.src_column, tgt_column=d.tgt_column, src_key=d.src_key,
         tgt_key=d.tgt_key, has_header=d.has_header, on_bad_line=d.on_bad_line))
     src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
+  if d.source == "mix" and need_train_data:
+    src, tgt, sizes, mixer, report = benchmarks.mixed_bitext(config)
+    order = benchmarks.MixedOrder(mixer, sizes, config.train.batch_size)
+    order.report = report
+  elif d.max_pairs:
+    src, tgt = src[:d.max_pairs], tgt[:d.max_pairs]
   if e.collection == "files":
     col = collection_lib.read_collection(e.queries, e.corpus, e.qrels)
-  if d.max_pairs:
-    src, tgt = src[:d.max_pairs], tgt[:d.max_pairs]
   if col is not None:
     col = subsample(col, e.max_queries, e.max_docs)
+  if e.collection in benchmarks.LAYOUTS:
+    col = benchmarks.eval_collection(e, subsample)
   if need_train_data:
     if not src:
       raise ValueError("no training pairs: check config.data")
     log.info("%d training pairs; evaluation: %s", len(src),
              f"{len(col.queries)} queries x {len(col.docs)} documents" if col else "none")
-  return src, tgt, col
+    if order is None:
+      order = batching.BatchOrder(len(src), config.train.batch_size, config.seed)
+  return (src, tgt, col, order) if with_order else (src, tgt, col)
 
 
 def codeswitcher(config: ml_collections.ConfigDict, src: list[str],

@@ -1,0 +1,44 @@
+r"""Research question 4: does a multilingual pretraining objective help distillation?
+
+OPTICAL alone, with masked LM on the source side (pretrain.mlm_weight), and
+with translation LM on the concatenated pairs too (pretrain.tlm_weight), on
+several languages' bitext; MAP per language on MIRACL and the gap between the
+high- and the low-resource languages.
+
+  optical-jax --mode=experiment --config=configs/experiments/pretraining.py --workdir=runs/pt
+  optical-jax --mode=experiment --config=configs/experiments/pretraining.py:smoke --workdir=/tmp/pt
+
+Full scale: bitext/<lang>/train.tsv and MIRACL under `$OPTICAL_JAX_DATA`
+(see common.py), as configs/experiments/ratio.py.
+"""
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from optical_jax import experiments  # noqa: E402
+
+HIGH, LOW = ("fr", "de"), ("sw", "yo")
+
+
+def get_config(arg: str | None = None):
+  smoke = common.check_arg("pretraining", arg, (None, "smoke"))
+  c = common.base(smoke)
+  root = common.data_root(smoke)
+  if smoke:
+    high, langs, tfds = ("te",), ("sw", "yo", "te"), "~/.cache/optical_jax/tfds-smoke"
+  else:
+    high, langs, tfds = HIGH, HIGH + LOW, str(root / "tfds")
+    c.data.update(source="mix", mix_sources=tuple(f"{l}:bitext:{root / 'bitext' / l}"
+                                                  for l in langs),
+                  mix_temperature=1.0, tfds_dir=tfds)
+  c.eval.update(collection="miracl", languages=langs, high_languages=high, split="dev",
+                manual_dir=str(root / "miracl"), data_dir=tfds, metrics=("MAP", "nDCG@10"))
+  metrics = ("MAP", "MAP/high", "MAP/low", "MAP/gap") + tuple(f"MAP/{l}" for l in langs)
+  grid = [("optical", {}), ("optical+mlm", {"pretrain.mlm_weight": 1.0}),
+          ("optical+mlm+tlm", {"pretrain.mlm_weight": 1.0, "pretrain.tlm_weight": 1.0})]
+  c.experiment = experiments.experiment_block(grid, seeds=(0,) if smoke else (0, 1, 2),
+                                              metrics=metrics)
+  c.lock()
+  return c
