@@ -30,12 +30,12 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
 from optical_jax import checkpoint as checkpoint_lib
 from optical_jax import config as config_lib
 from optical_jax import evaluate as evaluate_lib
 from optical_jax import inference
+from optical_jax import loop as loop_lib
 from optical_jax import losses as losses_lib
 from optical_jax import metrics_log
 from optical_jax import mlm as mlm_lib
@@ -229,62 +229,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                       "realised": order.report.languages}
   switcher = sources.codeswitcher(config, setup.src, setup.tgt)
   host_rows = tcfg.batch_size // jax.process_count()
-  state = runner.to_device(state)
-  meta_base = {"config": _resume_record(config)}
-  throughput = train_lib.Throughput()
-  bar = tqdm.tqdm(total=tcfg.steps, initial=start, desc="distill", unit="step",
-                  disable=not tcfg.progress)
-  last_good = ckpt.latest_step()
-  with checkpoint_lib.PreemptionGuard() as guard:
-    for step in range(start, tcfg.steps):
-      # Each host tokenises only its own slice of the global batch.
-      idx = order.indices(step, jax.process_index(), jax.process_count())
-      src = [setup.src[i] for i in idx]
-      if switcher is not None:   # a function of (seed, example, epoch): resumes identically
-        first = step * tcfg.batch_size + jax.process_index() * host_rows
-        epochs = (first + np.arange(len(idx))) // len(setup.src)
-        src, _ = switcher.switch_batch(src, idx, epochs)
-      batch = train_lib.make_batch(
-          setup.tokenizer, src, [setup.tgt[i] for i in idx],
-          src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
-          max_length=tcfg.max_length, batch_size=len(idx),
-          student_reads_tgt=loss_cfg.mse_both_sides)
-      if pretrain is not None and pretrain.cfg.tlm_weight:
-        batch = mlm_lib.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
-                                       max_length=pretrain.cfg.tlm_max_length)
-      state, metrics = runner(state, frozen_dev, teacher_dev, batch)
-      loss = float(metrics["loss"])
-      if not np.isfinite(loss):
-        ckpt.wait()
-        raise FloatingPointError(
-            f"the loss became {loss} at step {step + 1}; stopping. The last good checkpoint "
-            f"(step {ckpt.latest_step() or last_good}) is kept in {ckpt.directory}")
-      pairs_per_s = throughput.update(tcfg.batch_size)
-      done = step + 1
-      if done % tcfg.log_every == 0 or done == tcfg.steps:
-        record = {k: float(v) for k, v in metrics.items()}
-        record.update(lr=float(schedule(step)), pairs_per_s=pairs_per_s,
-                      truncated_texts=setup.tokenizer.total_truncated)
-        logger.write(done, record)
-      bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{pairs_per_s:.1f}")
-      bar.update(1)
-      meta = dict(meta_base, data_position=order.position(done))
-      stop = guard.requested is not None
-      force = stop or done == tcfg.steps
-      if (force or ckpt.should_save(done)) and ckpt.save(done, runner.to_host(state), meta,
-                                                         force=force):
-        last_good = done
-      if evaluator and config.eval.every_steps and done % config.eval.every_steps == 0 \
-          and done < tcfg.steps:
-        logger.write(done, evaluator(teacher_parts.merge(frozen, runner.to_host(state).params),
-                                     f"step{done}"), kind="eval")
-      if stop:
-        ckpt.close()
-        bar.close()
-        raise SystemExit(f"stopped by {guard.requested} after step {done}; "
-                         f"resume with the same command")
-  bar.close()
-  ckpt.close()
+
+  def make_batch(step: int, idx: np.ndarray) -> dict:
+    src = [setup.src[i] for i in idx]
+    if switcher is not None:   # a function of (seed, example, epoch): resumes identically
+      first = step * tcfg.batch_size + jax.process_index() * host_rows
+      epochs = (first + np.arange(len(idx))) // len(setup.src)
+      src, _ = switcher.switch_batch(src, idx, epochs)
+    batch = train_lib.make_batch(
+        setup.tokenizer, src, [setup.tgt[i] for i in idx],
+        src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
+        max_length=tcfg.max_length, batch_size=len(idx),
+        student_reads_tgt=loss_cfg.mse_both_sides)
+    if pretrain is not None and pretrain.cfg.tlm_weight:
+      batch = mlm_lib.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
+                                     max_length=pretrain.cfg.tlm_max_length)
+    return batch
+
+  def evaluate(state, done: int) -> dict:
+    return evaluator(teacher_parts.merge(frozen, runner.to_host(state).params), f"step{done}")
+
+  state = loop_lib.run(loop_lib.Loop(
+      steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=make_batch,
+      step=lambda st, batch: runner(st, frozen_dev, teacher_dev, batch),
+      to_host=runner.to_host, ckpt=ckpt, logger=logger, meta={"config": _resume_record(config)},
+      schedule=schedule, log_every=tcfg.log_every, progress=tcfg.progress,
+      extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated},
+      evaluate=evaluate if evaluator else None, eval_every=config.eval.every_steps,
+      desc="distill", unit="pairs"), runner.to_device(state), start)
   student = teacher_parts.merge(frozen, runner.to_host(state).params)
   if evaluator:
     results["optical"] = evaluator(student, "optical")

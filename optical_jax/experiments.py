@@ -439,11 +439,13 @@ def markdown(summary: Summary) -> str:
     label = name + (" (baseline)" if name == s.baseline else "")
     lines.append(f"| {label} | {len(summary.cells[name].seeds)} | "
                  + " | ".join(entry(name, m) for m in s.metrics) + " |")
+  tests = (f"{evaluate_lib.SIGNIFICANT_MARK} p < {s.alpha} against {s.baseline} under both a "
+           f"paired t-test and a paired randomization test ({s.n_permutations} sign flips) on "
+           f"per-query values averaged over seeds; {summary.n_queries} queries; no "
+           "multiple-comparison correction." if summary.n_queries else
+           "No significance tests: no per-query retrieval runs to pair (see the notes).")
   lines.append(f"\nmean ± sample std over seeds (0 for one seed) of the {s.runs_to_compare} "
-               f"runs. {evaluate_lib.SIGNIFICANT_MARK} p < {s.alpha} against {s.baseline} under "
-               f"both a paired t-test and a paired randomization test ({s.n_permutations} sign "
-               f"flips) on per-query values averaged over seeds; {summary.n_queries} queries; "
-               "no multiple-comparison correction.")
+               f"results. {tests}")
   for other, by_cell in summary.against.items():
     lines += [f"\nAgainst {other} (difference of means; {evaluate_lib.SIGNIFICANT_MARK} as "
               "above):\n", "| cell | " + " | ".join(s.metrics) + " |",

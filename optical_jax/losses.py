@@ -15,7 +15,8 @@ side the student must match: documents are "passage: "-encoded).
   encodes the English side and matches the teacher there.
 * `token_mse`: token-level MSE to the teacher under a hard alignment: each
   student token is paired with the teacher token it is most similar to
-  (`token_alignment`), the classic alternative to a soft transport plan.
+  (`token_alignment`), the classic alternative to a soft transport plan; on
+  unit vectors, so it is OT's cost under a hard plan.
 
 The total is their weighted sum; `LossConfig` holds the weights. A method
 (`config.method`) names which terms train; `for_method` turns it into the
@@ -201,18 +202,26 @@ def token_mse(student_tokens: jax.Array, student_ok: jax.Array, teacher_tokens: 
               axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
   """Token-level MSE to the teacher under `token_alignment`.
 
+  On L2-normalised token vectors, summed over H: the squared distance
+  2 - 2 cos, i.e. twice OT's cosine cost, so this is OPTICAL's objective with
+  the soft plan replaced by a hard alignment, on the same scale (and, like the
+  pooled MSE, one weight means the same for any hidden size).
+
   Args:
     as `token_alignment`; axis_name: inside `pmap`: this device's share.
 
   Returns:
-    (mean over aligned student tokens of the mean squared difference over H
-    (torch MSELoss on the aligned pairs), fraction of eligible student tokens
-    aligned); float32 scalars, 0 when nothing aligns.
+    (mean over aligned student tokens of the squared distance to their
+    teacher token, fraction of eligible student tokens aligned); float32
+    scalars, 0 when nothing aligns.
   """
   index, aligned = token_alignment(student_tokens, student_ok, teacher_tokens, teacher_ok, kind)
-  target = jnp.take_along_axis(teacher_tokens.astype(jnp.float32), index[..., None], axis=1)
-  err = jnp.mean(jnp.square(student_tokens.astype(jnp.float32)
-                            - jax.lax.stop_gradient(target)), axis=-1)
+  # rsqrt(max(|x|^2, tiny)): finite gradients for zero (pad) vectors, as in ot.cost_matrix.
+  unit = lambda x: x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))
+  s = unit(student_tokens.astype(jnp.float32))
+  t = jax.lax.stop_gradient(unit(teacher_tokens.astype(jnp.float32)))
+  target = jnp.take_along_axis(t, index[..., None], axis=1)
+  err = jnp.sum(jnp.square(s - target), axis=-1)
   n = jax.lax.stop_gradient(_psum(jnp.sum(aligned), axis_name))
   n_ok = jax.lax.stop_gradient(_psum(jnp.sum(student_ok), axis_name))
   return (jnp.sum(jnp.where(aligned, err, 0.0)) / jnp.maximum(n, 1),

@@ -47,7 +47,6 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import tqdm
 
 from optical_jax import checkpoint as checkpoint_lib
 from optical_jax import config as config_lib
@@ -55,6 +54,7 @@ from optical_jax import distill
 from optical_jax import evaluate as evaluate_lib
 from optical_jax import inference
 from optical_jax import late_interaction
+from optical_jax import loop as loop_lib
 from optical_jax import metrics_log
 from optical_jax import models
 from optical_jax import retrieval
@@ -515,50 +515,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   order = batching.BatchOrder(len(data), tcfg.batch_size, config.seed)
   batch_kw = dict(query_prefix=config.text.query_prefix, doc_prefix=config.text.doc_prefix,
                   query_max_length=tc.query_max_length, max_length=tcfg.max_length)
-  meta_base = {"config": _resume_record(config)}
-  throughput = train_lib.Throughput()
-  bar = tqdm.tqdm(total=tcfg.steps, initial=start, desc="teacher", unit="step",
-                  disable=not tcfg.progress)
-  last_good = ckpt.latest_step()
-  with checkpoint_lib.PreemptionGuard() as guard:
-    for step in range(start, tcfg.steps):
-      # Each host tokenises only its own slice of the global batch.
-      idx = order.indices(step, jax.process_index(), jax.process_count())
-      batch = make_batch(tokenizer, [data[i] for i in idx], **batch_kw)
-      if mesh is not None:
-        batch = sharding.global_batch(batch, mesh)
-      state, metrics = step_fn(state, frozen, batch)
-      loss = float(metrics["loss"])
-      if not np.isfinite(loss):
-        ckpt.wait()
-        raise FloatingPointError(
-            f"the loss became {loss} at step {step + 1}; stopping. The last good checkpoint "
-            f"(step {ckpt.latest_step() or last_good}) is kept in {ckpt.directory}")
-      per_s = throughput.update(tcfg.batch_size)
-      done = step + 1
-      if done % tcfg.log_every == 0 or done == tcfg.steps:
-        record = {k: float(v) for k, v in metrics.items()}
-        record.update(lr=float(schedule(step)), triples_per_s=per_s,
-                      truncated_texts=tokenizer.total_truncated)
-        logger.write(done, record)
-      bar.set_postfix(loss=f"{loss:.4f}", triples_s=f"{per_s:.1f}")
-      bar.update(1)
-      stop = guard.requested is not None
-      force = stop or done == tcfg.steps
-      meta = dict(meta_base, data_position=order.position(done))
-      if (force or ckpt.should_save(done)) and ckpt.save(done, state, meta, force=force):
-        last_good = done
-      if (evaluator and config.eval.every_steps and done % config.eval.every_steps == 0
-          and done < tcfg.steps):
-        logger.write(done, evaluator(parts.merge(frozen, state.params), f"step{done}"),
-                     kind="eval")
-      if stop:
-        ckpt.close()
-        bar.close()
-        raise SystemExit(f"stopped by {guard.requested} after step {done}; "
-                         "resume with the same command")
-  bar.close()
-  ckpt.close()
+
+  def batch_for(step: int, idx: np.ndarray) -> dict:
+    del step
+    batch = make_batch(tokenizer, [data[i] for i in idx], **batch_kw)
+    return sharding.global_batch(batch, mesh) if mesh is not None else batch
+
+  state = loop_lib.run(loop_lib.Loop(
+      steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=batch_for,
+      step=lambda st, batch: step_fn(st, frozen, batch), to_host=lambda st: st, ckpt=ckpt,
+      logger=logger, meta={"config": _resume_record(config)}, schedule=schedule,
+      log_every=tcfg.log_every, progress=tcfg.progress,
+      extra_log=lambda: {"truncated_texts": tokenizer.total_truncated},
+      evaluate=(lambda st, done: evaluator(parts.merge(frozen, st.params), f"step{done}"))
+      if evaluator else None, eval_every=config.eval.every_steps,
+      desc="teacher", unit="triples"), state, start)
   trained = parts.merge(frozen, state.params)
   if evaluator and (results.get("steps") != tcfg.steps or "trained" not in results):
     results["trained"] = evaluator(trained, "trained")

@@ -33,7 +33,6 @@ def _args(spec: str, workdir) -> list[str]:
 
 
 def _load(spec: str):
-  from ml_collections import config_flags  # noqa: F401  (the same loader the CLI uses)
   import importlib.util
   name, _, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location(

@@ -180,8 +180,13 @@ def test_reports(tmp_path, qrels_path):
     assert (tmp_path / "plots" / f"bar_{m}.png").read_bytes().startswith(PNG)
   assert not list((tmp_path / "plots").glob("sweep_*"))   # no key takes 3 values
 
-  with pytest.raises(ValueError, match="cell 'base' seed 0: the job reported no metric 'P@1'"):
+  # An IR metric the job does not compute is a config error before anything runs;
+  # another name the job did not report is caught when the results are read.
+  with pytest.raises(config_lib.ConfigError, match="'P@1' is not computed: add 'P@1' to "
+                                                   "config.eval.metrics"):
     experiments.aggregate(make_config(GRID, metrics=("P@1",)), tmp_path)
+  with pytest.raises(ValueError, match="cell 'base' seed 0: the job reported no metric 'acc'"):
+    experiments.aggregate(make_config(GRID, metrics=("acc",)), tmp_path)
   # Qrels other than the job's are caught: the run files no longer give the job's metrics.
   wrong = {q: {"d0": 1} for q in QRELS}
   summary = experiments.aggregate(config, tmp_path, qrels=wrong)

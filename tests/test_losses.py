@@ -72,7 +72,8 @@ def test_token_alignment_and_token_mse_equal_numpy(kind):
                                 np.where(want_aligned, want_index, 0))
   if kind == "mutual":   # sentence 1 has one teacher token: only its best student keeps it
     assert want_aligned[1].sum() == 1
-  errs = [np.mean((s[i, a] - t[i, want_index[i, a]]) ** 2)
+  # Unit vectors: the squared distance is 2 - 2 cos.
+  errs = [2 - 2 * _unit(s[i, a]) @ _unit(t[i, want_index[i, a]])
           for i in range(b) for a in range(ls) if want_aligned[i, a]]
   loss, frac = losses.token_mse(*map(jnp.asarray, (s, s_ok, t, t_ok)), kind)
   np.testing.assert_allclose(float(loss), np.mean(errs), rtol=1e-5)
@@ -116,7 +117,7 @@ def test_kd_mse_pulls_both_sides_and_kd_token_is_its_term():
   total, m = losses.distillation_loss(tok, *args, batch)
   ok_s, ok_t = ~np.asarray(batch["src_special"]), ~np.asarray(batch["tgt_special"])
   want_index, want_aligned = _numpy_alignment(s_tok, ok_s, t_tok, ok_t, "mutual")
-  errs = [np.mean((s_tok[i, a] - t_tok[i, want_index[i, a]]) ** 2)
+  errs = [np.sum((_unit(s_tok[i, a]) - _unit(t_tok[i, want_index[i, a]])) ** 2)
           for i in range(b) for a in range(ls) if want_aligned[i, a]]
   np.testing.assert_allclose(float(total), np.mean(errs), rtol=1e-5)
   assert set(m) >= {"loss_token_mse", "token_aligned"}

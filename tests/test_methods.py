@@ -11,7 +11,6 @@ from optical_jax import evaluate as evaluate_lib
 from optical_jax import inference
 from optical_jax import losses
 from optical_jax import models
-from optical_jax import retrieval
 
 import tiny_checkpoints
 from conftest import read_multilingual

@@ -13,20 +13,13 @@ and kd_mse.
 `:pure` drops the contrastive term (loss.contrastive_weight=0): each method's
 own loss alone. An interrupted grid resumes where it stopped.
 """
-import importlib.util
 import pathlib
+import sys
 
-from optical_jax import experiments
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402  (configs are files, not a package)
 
-_DEMO = pathlib.Path(__file__).resolve().parents[1] / "demo.py"
-
-
-def _demo(arg):
-  spec = importlib.util.spec_from_file_location("demo_config", _DEMO)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
+from optical_jax import experiments  # noqa: E402
 
 GRID = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
         ("kd_token", {"method": "kd_token"}), ("optical", {"method": "optical"}),
@@ -34,22 +27,17 @@ GRID = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"})
 
 
 def get_config(arg: str | None = None):
-  variants = {None: "", "pure": "", "smoke": "tiny"}
-  if arg not in variants:
-    raise ValueError(f"configs/experiments/methods.py takes no argument, 'pure' or 'smoke', "
-                     f"got {arg!r}")
-  c = _demo(variants[arg] or None)
-  with c.unlocked():
-    # The zero_shot cell is the teacher's evaluation; the others skip it, and
-    # every cell reuses the teacher's document vectors.
-    c.eval.zero_shot = False
-    c.eval.cache_dir = "~/.cache/optical_jax/vectors"
-    c.train.progress = False
-    if arg == "pure":
-      c.loss.contrastive_weight = 0.0
-    grid = GRID if arg != "smoke" else [GRID[0], GRID[1], GRID[3]]
-    c.experiment = experiments.experiment_block(
-        grid, seeds=(0, 1) if arg == "smoke" else (0, 1, 2), baseline="zero_shot",
-        also_against=("kd_mse",), metrics=("nDCG@10", "MRR@10", "R@100"))
+  smoke = common.check_arg("methods", arg, (None, "pure", "smoke"))
+  c = common.base(smoke)
+  if smoke:   # the demo's tiny evaluation: 48 queries, 200 documents
+    c.eval.update(max_queries=48, max_docs=200)
+  # The zero_shot cell is the teacher's evaluation; the other cells skip it.
+  c.eval.zero_shot = False
+  if arg == "pure":
+    c.loss.contrastive_weight = 0.0
+  grid = GRID if not smoke else [GRID[0], GRID[1], GRID[3]]
+  c.experiment = experiments.experiment_block(
+      grid, seeds=(0,) if smoke else (0, 1, 2), baseline="zero_shot",
+      also_against=("kd_mse",), metrics=("nDCG@10", "MRR@10", "R@100"))
   c.lock()
   return c

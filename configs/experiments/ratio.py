@@ -31,13 +31,13 @@ def get_config(arg: str | None = None):
   if smoke:
     # Two 'languages' of Chichewa bitext (the Bible and the fixture file),
     # one called high-resource; the three MIRACL fixture languages.
-    high, low, langs = ("fx",), ("ny",), ("sw", "yo", "te")
+    high, langs = ("fx",), ("sw", "yo", "te")
     eval_high = ("te",)    # the fixture has no high-resource MIRACL language: te plays one
     sources = ("ny:bible", f"fx:bitext:{root / 'bitext'}")
     ratios, seeds = ("1:1", "3:1"), (0,)
     tfds = "~/.cache/optical_jax/tfds-smoke"
   else:
-    high, low, langs = HIGH, LOW, HIGH + LOW
+    high, langs = HIGH, HIGH + LOW
     eval_high = HIGH
     sources = tuple(f"{l}:bitext:{root / 'bitext' / l}" for l in HIGH + LOW)
     ratios, seeds = RATIOS, (0, 1, 2)

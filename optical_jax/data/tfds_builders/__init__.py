@@ -175,4 +175,6 @@ def load(name: str, config: Any = None, data_dir: str | os.PathLike | None = Non
     OfflineError: the files are missing and cannot be downloaded (told in ~3 s).
     DataError: (`bitext.BitextError`, a ValueError) bad input, naming file:line.
   """
+  # '~' in a config path means the home directory, as it would in a shell.
+  data_dir, manual_dir = (os.path.expanduser(d) if d else d for d in (data_dir, manual_dir))
   return prepare(name, config, data_dir, manual_dir).as_data_source(split=split)

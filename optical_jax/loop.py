@@ -1,0 +1,112 @@
+"""The training loop both jobs run (distill and teacher): what every step of a
+long run must do besides the step itself.
+
+For each step: this host's slice of the global batch (`order`, a function of
+(seed, step), so a resumed run sees the batches it would have seen), the
+jitted step, a stop naming the step when the loss is not finite (the last good
+checkpoint stays), logging every `log_every` steps, a progress bar,
+checkpoints (forced at the end and on SIGTERM / SIGINT, after which the run
+exits asking to be resumed), and optional periodic evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+import tqdm
+
+from optical_jax import checkpoint as checkpoint_lib
+from optical_jax import metrics_log
+from optical_jax import train as train_lib
+
+
+@dataclasses.dataclass
+class Loop:
+  """What a job's loop is made of.
+
+  Attributes:
+    steps: the last step (exclusive bound of the 0-based steps).
+    batch_size: global examples per step (for the throughput).
+    order: `.indices(step, process_index, process_count)` and `.position(done)`.
+    make_batch: (step, this host's example indices) -> the step's batch.
+    step: (state, batch) -> (state, metrics with 'loss').
+    to_host: state -> the single copy checkpoints and evaluation take.
+    ckpt, logger: where checkpoints and metrics go.
+    meta: the JSON record saved with each checkpoint (the data position is added).
+    schedule: step -> learning rate, logged.
+    extra_log: () -> more values for each logged record (e.g. truncation counts).
+    evaluate: (state, done) -> metrics, run every `eval_every` steps before the
+      end (0: never).
+    desc, unit: progress-bar label and what one example is ('pairs', 'triples').
+  """
+  steps: int
+  batch_size: int
+  order: Any
+  make_batch: Callable[[int, np.ndarray], Mapping[str, Any]]
+  step: Callable[[Any, Mapping[str, Any]], tuple[Any, Mapping[str, Any]]]
+  to_host: Callable[[Any], Any]
+  ckpt: checkpoint_lib.Checkpointer
+  logger: metrics_log.MetricLogger
+  meta: Mapping[str, Any]
+  schedule: Callable[[int], Any]
+  log_every: int
+  progress: bool
+  extra_log: Callable[[], Mapping[str, Any]] = dict
+  evaluate: Callable[[Any, int], Mapping[str, float]] | None = None
+  eval_every: int = 0
+  desc: str = "train"
+  unit: str = "pairs"
+
+
+def run(loop: Loop, state: Any, start: int) -> Any:
+  """Steps `start` .. `loop.steps - 1`; returns the final state (device layout).
+
+  Raises:
+    FloatingPointError: the loss is not finite (naming the step and the last
+      good checkpoint).
+    SystemExit: a SIGTERM / SIGINT arrived; the state was saved first.
+  """
+  ckpt = loop.ckpt
+  throughput = train_lib.Throughput()
+  bar = tqdm.tqdm(total=loop.steps, initial=start, desc=loop.desc, unit="step",
+                  disable=not loop.progress)
+  last_good = ckpt.latest_step()
+  with checkpoint_lib.PreemptionGuard() as guard:
+    for step in range(start, loop.steps):
+      # Each host builds only its own slice of the global batch.
+      idx = loop.order.indices(step, jax.process_index(), jax.process_count())
+      state, metrics = loop.step(state, loop.make_batch(step, idx))
+      loss = float(metrics["loss"])
+      if not np.isfinite(loss):
+        ckpt.wait()
+        raise FloatingPointError(
+            f"the loss became {loss} at step {step + 1}; stopping. The last good checkpoint "
+            f"(step {ckpt.latest_step() or last_good}) is kept in {ckpt.directory}")
+      per_s = throughput.update(loop.batch_size)
+      done = step + 1
+      if done % loop.log_every == 0 or done == loop.steps:
+        record = {k: float(v) for k, v in metrics.items()}
+        record.update(lr=float(loop.schedule(step)), **{f"{loop.unit}_per_s": per_s},
+                      **loop.extra_log())
+        loop.logger.write(done, record)
+      bar.set_postfix(loss=f"{loss:.4f}", **{f"{loop.unit}_s": f"{per_s:.1f}"})
+      bar.update(1)
+      meta = dict(loop.meta, data_position=loop.order.position(done))
+      stop = guard.requested is not None
+      force = stop or done == loop.steps
+      if (force or ckpt.should_save(done)) and ckpt.save(done, loop.to_host(state), meta,
+                                                         force=force):
+        last_good = done
+      if loop.evaluate and loop.eval_every and done % loop.eval_every == 0 \
+          and done < loop.steps:
+        loop.logger.write(done, loop.evaluate(state, done), kind="eval")
+      if stop:
+        ckpt.close()
+        bar.close()
+        raise SystemExit(f"stopped by {guard.requested} after step {done}; "
+                         "resume with the same command")
+  bar.close()
+  ckpt.close()
+  return state
