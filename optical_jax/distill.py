@@ -199,18 +199,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   frozen_dev, teacher_dev = runner.place_params(frozen), runner.place_params(teacher_params)
   state = runner.init_state(params, config.seed)
 
-  ckpt = checkpoint_lib.Checkpointer(wd, save_every=config.checkpoint.every_steps,
-                                     max_to_keep=config.checkpoint.max_to_keep,
-                                     async_save=config.checkpoint.async_save)
   results_path = wd / "results.json"
   results = json.loads(results_path.read_text()) if results_path.exists() else {}
-  restored = ckpt.restore(state)
-  start = 0
-  if restored is not None:
-    state, meta = restored
-    _check_resumable(meta["config"], config, wd)
-    start = int(state.step)
-    log.info("resumed from step %d (data position %s)", start, meta["data_position"])
+  ckpt, state, start = loop_lib.restore(wd, config.checkpoint, state,
+                                        lambda saved: _check_resumable(saved, config, wd))
   logger = metrics_log.MetricLogger(wd, resume_step=start)
 
   finished = results.get("steps") == tcfg.steps and "optical" in results

@@ -11,6 +11,7 @@ exits asking to be resumed), and optional periodic evaluation.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Callable, Mapping
 
 import jax
@@ -20,6 +21,8 @@ import tqdm
 from optical_jax import checkpoint as checkpoint_lib
 from optical_jax import metrics_log
 from optical_jax import train as train_lib
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -58,6 +61,27 @@ class Loop:
   eval_every: int = 0
   desc: str = "train"
   unit: str = "pairs"
+
+
+def restore(workdir, cfg, state: Any, check: Callable[[Mapping[str, Any]], None]
+            ) -> tuple[checkpoint_lib.Checkpointer, Any, int]:
+  """(checkpoints of `workdir`, the state to start from, its step).
+
+  Args:
+    cfg: the `checkpoint` config block (every_steps, max_to_keep, async_save).
+    state: a fresh state: the restore target, and what starts a new run.
+    check: raises when the saved config record (the checkpoint's 'config'
+      metadata) cannot be resumed with this run's config.
+  """
+  ckpt = checkpoint_lib.Checkpointer(workdir, save_every=cfg.every_steps,
+                                     max_to_keep=cfg.max_to_keep, async_save=cfg.async_save)
+  restored = ckpt.restore(state)
+  if restored is None:
+    return ckpt, state, 0
+  state, meta = restored
+  check(meta["config"])
+  log.info("resumed from step %d (data position %s)", int(state.step), meta["data_position"])
+  return ckpt, state, int(state.step)
 
 
 def run(loop: Loop, state: Any, start: int) -> Any:

@@ -494,16 +494,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   step_fn = jax.jit(functools.partial(train_step, parts=parts, tx=tx, scoring=tc.scoring,
                                       temperature=float(tc.temperature)), donate_argnums=(0,))
 
-  ckpt = checkpoint_lib.Checkpointer(wd, save_every=config.checkpoint.every_steps,
-                                     max_to_keep=config.checkpoint.max_to_keep,
-                                     async_save=config.checkpoint.async_save)
-  start = 0
-  restored = ckpt.restore(state)
-  if restored is not None:
-    state, meta = restored
-    _check_resumable(meta["config"], config, wd)
-    start = int(state.step)
-    log.info("resumed from step %d (data position %s)", start, meta["data_position"])
+  ckpt, state, start = loop_lib.restore(wd, config.checkpoint, state,
+                                        lambda saved: _check_resumable(saved, config, wd))
   logger = metrics_log.MetricLogger(wd, resume_step=start)
   evaluator = Evaluator(config, col, tokenizer, wd) if col is not None else None
   if evaluator and "pretrained" not in results:
