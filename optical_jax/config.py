@@ -192,6 +192,28 @@ def _build(key: str, factory, **kwargs):
     raise ConfigError(f"config.{key}: {e}") from None
 
 
+def resume_record(c: ml_collections.ConfigDict, keys) -> dict:
+  """`{key: value}` of the dotted `keys` of `c`, in JSON form: what a checkpoint
+  keeps so that resuming under another config is refused."""
+  out = {}
+  for key in keys:
+    node = c
+    for part in key.split("."):
+      node = node[part]
+    out[key] = node.to_dict() if hasattr(node, "to_dict") else node
+  return json.loads(json.dumps(out))
+
+
+def check_resumable(saved: dict, c: ml_collections.ConfigDict, keys, where) -> None:
+  """Raises ConfigError, naming the first differing key, unless `saved` (a
+  `resume_record`) matches `c` (see `differences`)."""
+  diff = differences(saved, resume_record(c, keys))
+  if diff:
+    raise ConfigError(
+        f"{where} holds a run with a different config.{diff[0]} (and {len(diff) - 1} more "
+        "keys); resume it with the same config or use a new --workdir")
+
+
 def loss_config(c: ml_collections.ConfigDict) -> losses.LossConfig:
   """`method`, `loss` and `ot` -> the LossConfig the method trains with, errors
   naming the key. Untrained methods get the `loss` block as it is."""

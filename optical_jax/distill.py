@@ -147,20 +147,6 @@ class RetrievalEvaluator:
     return metrics
 
 
-def _resume_record(config: ml_collections.ConfigDict) -> dict:
-  return {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
-          for k in _RESUME_INVARIANT}
-
-
-def _check_resumable(saved: dict, config: ml_collections.ConfigDict, where: pathlib.Path):
-  now = json.loads(json.dumps(_resume_record(config)))
-  diff = config_lib.differences(saved, now)
-  if diff:
-    raise config_lib.ConfigError(
-        f"{where} holds a run with a different config.{diff[0]} (and {len(diff) - 1} more "
-        "keys); resume it with the same config or use a new --workdir")
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Zero-shot evaluation, distillation (resuming if the workdir has a checkpoint), evaluation.
 
@@ -201,8 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   results_path = wd / "results.json"
   results = json.loads(results_path.read_text()) if results_path.exists() else {}
-  ckpt, state, start = loop_lib.restore(wd, config.checkpoint, state,
-                                        lambda saved: _check_resumable(saved, config, wd))
+  ckpt, state, start = loop_lib.restore(wd, config, state, _RESUME_INVARIANT)
   logger = metrics_log.MetricLogger(wd, resume_step=start)
 
   finished = results.get("steps") == tcfg.steps and "optical" in results
@@ -241,10 +226,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   def evaluate(state, done: int) -> dict:
     return evaluator(teacher_parts.merge(frozen, runner.to_host(state).params), f"step{done}")
 
+  record = {"config": config_lib.resume_record(config, _RESUME_INVARIANT)}
   state = loop_lib.run(loop_lib.Loop(
       steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=make_batch,
       step=lambda st, batch: runner(st, frozen_dev, teacher_dev, batch),
-      to_host=runner.to_host, ckpt=ckpt, logger=logger, meta={"config": _resume_record(config)},
+      to_host=runner.to_host, ckpt=ckpt, logger=logger, meta=record,
       schedule=schedule, log_every=tcfg.log_every, progress=tcfg.progress,
       extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated},
       evaluate=evaluate if evaluator else None, eval_every=config.eval.every_steps,
@@ -365,5 +351,5 @@ def restore_student(config: ml_collections.ConfigDict, workdir: str,
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: run --mode=distill first")
   state, meta = restored
-  _check_resumable(meta["config"], config, pathlib.Path(workdir))
+  config_lib.check_resumable(meta["config"], config, _RESUME_INVARIANT, workdir)
   return parts.merge(frozen, state.params)

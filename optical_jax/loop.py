@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 
 from optical_jax import checkpoint as checkpoint_lib
+from optical_jax import config as config_lib
 from optical_jax import metrics_log
 from optical_jax import train as train_lib
 
@@ -63,23 +64,24 @@ class Loop:
   unit: str = "pairs"
 
 
-def restore(workdir, cfg, state: Any, check: Callable[[Mapping[str, Any]], None]
+def restore(workdir, config, state: Any, resume_keys: tuple[str, ...]
             ) -> tuple[checkpoint_lib.Checkpointer, Any, int]:
   """(checkpoints of `workdir`, the state to start from, its step).
 
   Args:
-    cfg: the `checkpoint` config block (every_steps, max_to_keep, async_save).
+    config: the job's config (its `checkpoint` block configures the manager).
     state: a fresh state: the restore target, and what starts a new run.
-    check: raises when the saved config record (the checkpoint's 'config'
-      metadata) cannot be resumed with this run's config.
+    resume_keys: the config keys a resumed run must share with the saved one
+      (`config.check_resumable`; `Loop.meta` saves their `resume_record`).
   """
+  cfg = config.checkpoint
   ckpt = checkpoint_lib.Checkpointer(workdir, save_every=cfg.every_steps,
                                      max_to_keep=cfg.max_to_keep, async_save=cfg.async_save)
   restored = ckpt.restore(state)
   if restored is None:
     return ckpt, state, 0
   state, meta = restored
-  check(meta["config"])
+  config_lib.check_resumable(meta["config"], config, resume_keys, workdir)
   log.info("resumed from step %d (data position %s)", int(state.step), meta["data_position"])
   return ckpt, state, int(state.step)
 

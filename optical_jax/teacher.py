@@ -400,21 +400,9 @@ def results_table(results: dict, metrics: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------
 # The job.
 
-def _resume_record(config: ml_collections.ConfigDict) -> dict:
-  """What must not change when a run resumes (steps may grow)."""
-  return json.loads(json.dumps({
-      "seed": config.seed, "model": config.model.to_dict(), "text": config.text.to_dict(),
-      "teacher": config.teacher.to_dict(), "data.heldout_books": list(config.data.heldout_books),
-      "train.trainable": config.train.trainable, "train.batch_size": config.train.batch_size}))
-
-
-def _check_resumable(saved: dict, config: ml_collections.ConfigDict, where: pathlib.Path):
-  now = _resume_record(config)
-  diff = [k for k in now if saved.get(k) != now[k]]
-  if diff:
-    raise config_lib.ConfigError(
-        f"{where} holds a run with a different config.{diff[0]}; resume it with the same "
-        "config or use a new --workdir")
+# What must not change when a run resumes (steps may grow).
+_RESUME_INVARIANT = ("seed", "model", "text", "teacher", "data.heldout_books",
+                     "train.trainable", "train.batch_size")
 
 
 def _finished(wd: pathlib.Path, results: dict, config: ml_collections.ConfigDict) -> bool:
@@ -456,7 +444,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   results = json.loads(results_path.read_text()) if results_path.exists() else {}
   meta = _saved_meta(wd) if _finished(wd, results, config) else None
   if meta is not None:
-    _check_resumable(meta["config"], config, wd)
+    config_lib.check_resumable(meta["config"], config, _RESUME_INVARIANT, wd)
     log.info("%s: already trained for %d steps", wd, config.train.steps)
     if main_host and (wd / "results.md").exists():
       print((wd / "results.md").read_text(), end="", flush=True)
@@ -494,8 +482,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   step_fn = jax.jit(functools.partial(train_step, parts=parts, tx=tx, scoring=tc.scoring,
                                       temperature=float(tc.temperature)), donate_argnums=(0,))
 
-  ckpt, state, start = loop_lib.restore(wd, config.checkpoint, state,
-                                        lambda saved: _check_resumable(saved, config, wd))
+  ckpt, state, start = loop_lib.restore(wd, config, state, _RESUME_INVARIANT)
   logger = metrics_log.MetricLogger(wd, resume_step=start)
   evaluator = Evaluator(config, col, tokenizer, wd) if col is not None else None
   if evaluator and "pretrained" not in results:
@@ -513,10 +500,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     batch = make_batch(tokenizer, [data[i] for i in idx], **batch_kw)
     return sharding.global_batch(batch, mesh) if mesh is not None else batch
 
+  record = {"config": config_lib.resume_record(config, _RESUME_INVARIANT)}
   state = loop_lib.run(loop_lib.Loop(
       steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=batch_for,
       step=lambda st, batch: step_fn(st, frozen, batch), to_host=lambda st: st, ckpt=ckpt,
-      logger=logger, meta={"config": _resume_record(config)}, schedule=schedule,
+      logger=logger, meta=record, schedule=schedule,
       log_every=tcfg.log_every, progress=tcfg.progress,
       extra_log=lambda: {"truncated_texts": tokenizer.total_truncated},
       evaluate=(lambda st, done: evaluator(parts.merge(frozen, st.params), f"step{done}"))

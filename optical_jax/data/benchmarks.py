@@ -128,10 +128,15 @@ def _pairs(config: ml_collections.ConfigDict, lang: str, kind: str, location: st
 
 class MixedOrder:
   """`batching.BatchOrder`'s interface over a `LanguageMixer`: indices into the
-  languages' pairs concatenated in `langs` order."""
+  languages' pairs concatenated in `langs` order.
 
-  def __init__(self, mixer: mixing.LanguageMixer, sizes: Mapping[str, int], batch_size: int):
-    self.mixer, self.batch_size = mixer, batch_size
+  Attributes:
+    report: the realised mix over the run (`LanguageMixer.realised_mix`).
+  """
+
+  def __init__(self, mixer: mixing.LanguageMixer, sizes: Mapping[str, int], batch_size: int,
+               report: mixing.MixReport):
+    self.mixer, self.batch_size, self.report = mixer, batch_size, report
     starts = np.cumsum([0] + [sizes[l] for l in mixer.langs])
     self.offset = dict(zip(mixer.langs, starts[:-1].tolist()))
 

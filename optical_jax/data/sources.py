@@ -63,8 +63,7 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
     src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
   if d.source == "mix" and need_train_data:
     src, tgt, sizes, mixer, report = benchmarks.mixed_bitext(config)
-    order = benchmarks.MixedOrder(mixer, sizes, config.train.batch_size)
-    order.report = report
+    order = benchmarks.MixedOrder(mixer, sizes, config.train.batch_size, report)
   elif d.max_pairs:
     src, tgt = src[:d.max_pairs], tgt[:d.max_pairs]
   if e.collection == "files":

@@ -93,6 +93,19 @@ class OpticalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raw = dl_manager.manual_dir  # a TFDS without the attribute: its own check
     return pathlib.Path(os.fspath(raw)).absolute()
 
+  def require_online(self, url: str, manual_dir: pathlib.Path, missing: Sequence[str]) -> None:
+    """Before downloading: an `OfflineError` within seconds, listing the files
+    to put in `manual_dir`, when `url` cannot be reached."""
+    # pylint: disable-next=g-import-not-at-top  (the package imports this module)
+    from optical_jax.data import tfds_builders
+    try:
+      tfds_builders.require_online(url, str(self.missing_files_error(manual_dir, missing)))
+    except tfds_builders.OfflineError as e:
+      config = f" ({self.builder_config.name})" if self.builder_config else ""
+      raise tfds_builders.OfflineError(
+          f"{self.name}{config}: the files are not in manual_dir and cannot be "
+          f"downloaded: {e}") from None
+
   def missing_files_error(self, manual_dir: pathlib.Path, missing: Sequence[str],
                           extra: str = "") -> ManualDataError:
     config = f" ({self.builder_config.name})" if self.builder_config else ""

@@ -116,16 +116,8 @@ manual_dir (miracl/..., miracl-corpus/...) works too.
     if any(found.values()):  # part of it is there: do not mix with a download
       raise self.missing_files_error(root, missing)
     urls = {s: annotation_url(cfg.lang, r) for s, r in rels.items()}
-    self._require_online(next(iter(urls.values())), root, missing)
+    self.require_online(next(iter(urls.values())), root, missing)
     return {s: pathlib.Path(p) for s, p in dl_manager.download(urls).items()}
-
-  def _require_online(self, url: str, root: pathlib.Path, missing: list[str]) -> None:
-    try:
-      tfds_builders.require_online(url, str(self.missing_files_error(root, missing)))
-    except tfds_builders.OfflineError as e:
-      raise tfds_builders.OfflineError(
-          f"{self.name} ({self.builder_config.name}): the files are not in manual_dir and "
-          f"cannot be downloaded: {e}") from None
 
 
 class OpticalMiraclQueries(_MiraclBase):
@@ -195,7 +187,7 @@ class OpticalMiraclCorpus(_MiraclBase):
         raise self.missing_files_error(root, missing or [f"{d.name}/docs-{extra[0]}*"], hint)
       return [found[i] for i in range(cfg.num_shards)]
     urls = [corpus_url(cfg.lang, i) for i in range(cfg.num_shards)]
-    self._require_online(urls[0], root, [f"miracl-corpus-v1.0-{cfg.lang}/{e}" for e in expected])
+    self.require_online(urls[0], root, [f"miracl-corpus-v1.0-{cfg.lang}/{e}" for e in expected])
     return [pathlib.Path(p) for p in dl_manager.download(urls)]
 
   def _split_generators(self, dl_manager):

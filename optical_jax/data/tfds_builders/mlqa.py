@@ -98,12 +98,7 @@ are there (c: passage language, q: question language; config '{{q}}-{{c}}').
       missing = [f"MLQA_V1/{r}" for s, r in rels.items() if not found[s]]
       if any(found.values()):
         raise self.missing_files_error(root, missing)
-      try:
-        tfds_builders.require_online(URL, str(self.missing_files_error(root, missing)))
-      except tfds_builders.OfflineError as e:
-        raise tfds_builders.OfflineError(
-            f"{self.name} ({cfg.name}): the files are not in manual_dir and cannot be "
-            f"downloaded: {e}") from None
+      self.require_online(URL, root, missing)
       # Not `download_and_extract`: TFDS's extractor needs TensorFlow.
       archive = pathlib.Path(dl_manager.download(URL))
       found = _extract(archive, {s: f"MLQA_V1/{r}" for s, r in rels.items()},
