@@ -25,9 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from optical_jax import config as config_lib
-from optical_jax import train
 from optical_jax.models import embedded
 from optical_jax.models import weights
+from optical_jax.training import state as state_lib
+from optical_jax.training import step as step_lib
+from optical_jax.training import trainable as trainable_lib
 
 import timing  # benchmarks/timing.py, beside this script
 
@@ -133,13 +135,13 @@ def main():
   batch = dict(src_ids=ids_s, src_mask=mask, src_special=special,
                tgt_ids=ids_t, tgt_mask=mask, tgt_special=special)
 
-  parts, params = train.ModelParts.split(teacher)
-  pred = train.trainable_predicate(args.trainable, ecfg.num_layers)
+  parts, params = trainable_lib.ModelParts.split(teacher)
+  pred = trainable_lib.trainable_predicate(args.trainable, ecfg.num_layers)
   trainable = {k: v for k, v in params.items() if pred(k)}
   frozen = {k: v for k, v in params.items() if not pred(k)}
-  tx, _ = train.make_optimizer(cfg.train)
-  step = train.jit_train_step(parts, parts, config_lib.loss_config(cfg), tx, ecfg.num_layers)
-  state = train.init_state(jax.tree.map(jnp.array, trainable), tx, 0)
+  tx, _ = state_lib.make_optimizer(cfg.train)
+  step = step_lib.jit_distill_step(parts, parts, config_lib.loss_config(cfg), tx, ecfg.num_layers)
+  state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, 0)
   t0 = time.perf_counter()
   state, m = step(state, frozen, params, batch)
   jax.block_until_ready(m)

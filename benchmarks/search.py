@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optical_jax import retrieval
+from optical_jax.search import topk as topk_lib
 
 
 def _problem(num_queries: int, num_docs: int, dim: int, seed: int,
@@ -90,7 +90,7 @@ def _time(fns: dict[Any, Callable[[], Any]], repeats: int, rounds: int = 2
     name.
   """
   counter = _Fallbacks()
-  logger = logging.getLogger(retrieval.__name__)
+  logger = logging.getLogger(topk_lib.__name__)
   logger.addHandler(counter)
   logger.setLevel(logging.DEBUG)
   compile_s, times, out, fallbacks = {}, {name: [] for name in fns}, {}, {}
@@ -162,7 +162,7 @@ def main() -> None:
   q_dev = jnp.asarray(q)
 
   def ours(chunk_size: int, query_batch_size: int, precision: str | None) -> Callable[[], Any]:
-    return lambda: retrieval.topk(q, corpus, k, chunk_size=chunk_size,
+    return lambda: topk_lib.topk(q, corpus, k, chunk_size=chunk_size,
                                   query_batch_size=query_batch_size, precision=precision,
                                   margin=args.margin)
 
@@ -184,7 +184,7 @@ def main() -> None:
             "f32 matmul": "  (ref: jax f32 matmul alone, no top-k)",
             "bf16 matmul": "  (ref: jax bf16 matmul alone, incl. casts)"}
   try:
-    faiss_index = retrieval.FaissIndex(x)
+    faiss_index = topk_lib.FaissIndex(x)
     fns["faiss"] = lambda: faiss_index.search(q, k)
   except ImportError as e:
     print(f"skipping faiss: {e}")

@@ -29,7 +29,7 @@ directory a distillation config takes as its teacher.
 
 model.teacher   where training starts: an HF directory or hub id (BERT / XLM-R / e5),
                 or 'embedded' (multilingual-e5-small).
-teacher         the triples and the objective (see optical_jax/teacher.py:config_block).
+teacher         the triples and the objective (see the `teacher` block of optical_jax/config.py).
 eval            'files' (queries, corpus, qrels), 'bible' (English keyword search
                 over the held-out books' verses) or 'none'; results.md compares the
                 starting checkpoint with the trained teacher.
@@ -39,12 +39,10 @@ text            query_prefix / doc_prefix: what queries and passages are prefixe
 import ml_collections
 
 from optical_jax import config as config_lib
-from optical_jax import teacher
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = config_lib.default()
-  c.teacher = teacher.config_block()
   c.teacher.source = "files"
   c.teacher.format = "text"
   c.eval.collection = "none"

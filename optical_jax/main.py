@@ -19,6 +19,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from optical_jax.jobs import modes
+from optical_jax.research import grid
+from optical_jax.training import sharding
+
+MODES = dict(modes.MODES, experiment=grid.experiment_mode)
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
@@ -48,10 +54,8 @@ def main(argv):
   # Our progress at INFO; libraries (Orbax logs every save step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("optical_jax").setLevel(std_logging.INFO)
-  from optical_jax import jobs  # pylint: disable=g-import-not-at-top  (after flags parse)
-  from optical_jax import sharding  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed(_CONFIG.value.parallel.distributed)
-  jobs.MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, export_dir=_EXPORT_DIR.value,
+  MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, export_dir=_EXPORT_DIR.value,
                           runs=_RUNS.value, qrels=_QRELS.value, baseline=_BASELINE.value,
                           query_encoder=_QUERY_ENCODER.value)
 

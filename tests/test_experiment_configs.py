@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from optical_jax import experiments
+from optical_jax.research import cells
+from optical_jax.research import plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKES = ["methods:smoke", "ratio:smoke", "codeswitch:smoke", "codeswitch:smoke_mlqa",
@@ -46,7 +47,7 @@ def _load(spec: str):
 @pytest.mark.parametrize("spec", SMOKES)
 def test_smoke_variant_writes_its_table_and_plots(spec, tmp_path, env):
   config = _load(spec)
-  s = experiments.settings(config)
+  s = cells.settings(config)
   out = subprocess.run(_args(spec, tmp_path), cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-4000:]
@@ -62,7 +63,7 @@ def test_smoke_variant_writes_its_table_and_plots(spec, tmp_path, env):
       value = float(row[m])
       assert math.isfinite(value), (row["cell"], m, value)
   for m in s.metrics:
-    png = tmp_path / "plots" / f"bar_{experiments._file_part(m)}.png"
+    png = tmp_path / "plots" / f"bar_{plots._file_part(m)}.png"
     assert png.read_bytes().startswith(b"\x89PNG"), png
   if spec.startswith("calibration"):    # a reliability diagram per cell
     for name, _ in s.grid:

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import evaluate as evaluate_lib
-from optical_jax import experiments
+from optical_jax.data import trec
+from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.evaluation import significance
+from optical_jax.research import cells
+from optical_jax.research import grid as grid_lib
+from optical_jax.research import report
 
 N_QUERIES = 24
 METRICS = ("MRR@10", "nDCG@10")
@@ -24,8 +28,8 @@ def fake_job(config, workdir):
   for name, boost in (("zero_shot", 0.0), ("optical", config.loss.ot_weight)):
     run = {f"q{i}": {f"d{j}": float(noise[i, j] + (boost if i == j else 0.0))
                      for j in range(N_QUERIES)} for i in range(N_QUERIES)}
-    evaluate_lib.write_run(f"{workdir}/eval/{name}.run", run, tag=name)
-    results[name] = dict(evaluate_lib.evaluate(QRELS, run, METRICS).aggregate,
+    trec.write_run(f"{workdir}/eval/{name}.run", run, tag=name)
+    results[name] = dict(metrics_lib.evaluate(QRELS, run, METRICS).aggregate,
                          query_spread_cos=0.1 * config.seed)   # like distill's diagnostic
   return results
 
@@ -47,8 +51,7 @@ def make_config(grid, seeds=(0, 1, 2), **kwargs):
   c = config_lib.default()
   c.eval.metrics = METRICS
   c.loss.ot_weight = 0.3     # the fake job's base quality: the relevant doc is often not first
-  c.experiment = experiments.experiment_block(grid, seeds=seeds, n_permutations=2000,
-                                              **kwargs)
+  c.experiment.update(grid=grid, seeds=seeds, n_permutations=2000, **kwargs)
   c.lock()
   return c
 
@@ -66,7 +69,7 @@ def qrels_path(tmp_path):
 
 def test_expand_workdirs_overrides_and_lock(tmp_path):
   config = make_config(GRID, seeds=(3, 7))
-  runs = experiments.expand(config, tmp_path)
+  runs = cells.expand(config, tmp_path)
   # Seed-major, one workdir per (cell, seed).
   assert [(r.cell, r.seed) for r in runs] == \
       [(c, s) for s in (3, 7) for c in ("base", "same", "better")]
@@ -90,26 +93,26 @@ def test_expand_workdirs_overrides_and_lock(tmp_path):
 def test_bad_override_fails_before_any_job(tmp_path, overrides, match):
   job = Counting()
   with pytest.raises(config_lib.ConfigError, match=match):
-    experiments.run_grid(make_config(GRID + [("typo", overrides)]), tmp_path, job=job)
+    grid_lib.run_grid(make_config(GRID + [("typo", overrides)]), tmp_path, job=job)
   assert job.calls == []
 
 
 def test_bad_blocks():
   with pytest.raises(config_lib.ConfigError, match="baseline='nope'"):
-    experiments.settings(make_config(GRID, baseline="nope"))
+    cells.settings(make_config(GRID, baseline="nope"))
   with pytest.raises(config_lib.ConfigError, match="distinct"):
-    experiments.settings(make_config(GRID + [("base", {})]))
+    cells.settings(make_config(GRID + [("base", {})]))
   with pytest.raises(config_lib.ConfigError, match=r"bad: \[.a/b.\]"):
-    experiments.settings(make_config([("a/b", {})]))
+    cells.settings(make_config([("a/b", {})]))
   with pytest.raises(config_lib.ConfigError, match="config.experiment is missing"):
-    experiments.settings(config_lib.default())
+    cells.settings(config_lib.default())
 
 
 def test_interrupted_grid_reruns_only_missing_cells(tmp_path, qrels_path):
   config = make_config(GRID, qrels=qrels_path)
   job = Counting(fail_on=(1.0, 1))          # 'better', seed 1: the 6th of 9 jobs
   with pytest.raises(RuntimeError, match="preempted"):
-    experiments.run_grid(config, tmp_path, job=job)
+    grid_lib.run_grid(config, tmp_path, job=job)
   assert len(job.calls) == 6
   done = sorted(p.parent.relative_to(tmp_path / "cells").as_posix()
                 for p in tmp_path.glob("cells/*/*/done.json"))
@@ -119,31 +122,31 @@ def test_interrupted_grid_reruns_only_missing_cells(tmp_path, qrels_path):
   assert not list(tmp_path.glob("cells/*/*/*.tmp"))
 
   job = Counting()
-  summary = experiments.run_grid(config, tmp_path, job=job)
+  summary = grid_lib.run_grid(config, tmp_path, job=job)
   assert sorted(job.calls) == sorted(str(tmp_path / "cells" / c / f"seed{s}")
                                      for c, s in (("better", 1), ("base", 2), ("same", 2),
                                                   ("better", 2)))
   assert all(len(summary.cells[c].seeds) == 3 for c in ("base", "same", "better"))
   job = Counting()
-  experiments.run_grid(config, tmp_path, job=job)       # all done: nothing runs
+  grid_lib.run_grid(config, tmp_path, job=job)       # all done: nothing runs
   assert job.calls == []
 
   # A finished cell whose overrides changed is an error, not a silently stale result.
   stale = make_config([("base", {}), ("same", {"loss.ot_weight": 2.0})], qrels=qrels_path)
   with pytest.raises(config_lib.ConfigError, match="another config"):
-    experiments.run_grid(stale, tmp_path, job=job)
+    grid_lib.run_grid(stale, tmp_path, job=job)
 
 
 def test_reports(tmp_path, qrels_path):
   config = make_config(GRID, metrics=METRICS + ("query_spread_cos",), qrels=qrels_path)
-  summary = experiments.run_grid(config, tmp_path, job=fake_job)
+  summary = grid_lib.run_grid(config, tmp_path, job=fake_job)
 
   # Independently: per-seed metrics of the run files the fake job wrote.
   expected = {}
   for cell in ("base", "same", "better"):
     for seed in (0, 1, 2):
-      run = evaluate_lib.read_run(tmp_path / "cells" / cell / f"seed{seed}" / "eval/optical.run")
-      res = evaluate_lib.evaluate(QRELS, run, METRICS)
+      run = trec.read_run(tmp_path / "cells" / cell / f"seed{seed}" / "eval/optical.run")
+      res = metrics_lib.evaluate(QRELS, run, METRICS)
       expected[(cell, seed)] = dict(res.aggregate, query_spread_cos=0.1 * seed)
 
   with open(tmp_path / "results.csv", newline="") as f:
@@ -159,7 +162,7 @@ def test_reports(tmp_path, qrels_path):
   md = (tmp_path / "results.md").read_text()
   table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
            for line in md.splitlines() if line.startswith("| ") and "seeds" not in line}
-  mark = evaluate_lib.SIGNIFICANT_MARK
+  mark = significance.SIGNIFICANT_MARK
   for cell, label in (("base", "base (baseline)"), ("same", "same"), ("better", "better")):
     for i, m in enumerate(METRICS + ("query_spread_cos",)):
       vals = [expected[(cell, s)][m] for s in (0, 1, 2)]
@@ -184,34 +187,34 @@ def test_reports(tmp_path, qrels_path):
   # another name the job did not report is caught when the results are read.
   with pytest.raises(config_lib.ConfigError, match="'P@1' is not computed: add 'P@1' to "
                                                    "config.eval.metrics"):
-    experiments.aggregate(make_config(GRID, metrics=("P@1",)), tmp_path)
+    report.aggregate(make_config(GRID, metrics=("P@1",)), tmp_path)
   with pytest.raises(ValueError, match="cell 'base' seed 0: the job reported no metric 'acc'"):
-    experiments.aggregate(make_config(GRID, metrics=("acc",)), tmp_path)
+    report.aggregate(make_config(GRID, metrics=("acc",)), tmp_path)
   # Qrels other than the job's are caught: the run files no longer give the job's metrics.
   wrong = {q: {"d0": 1} for q in QRELS}
-  summary = experiments.aggregate(config, tmp_path, qrels=wrong)
+  summary = report.aggregate(config, tmp_path, qrels=wrong)
   assert any("are these the qrels the job evaluated on?" in n for n in summary.notes)
 
 
 def test_numeric_sweep_plot_and_string_job(tmp_path, qrels_path):
-  grid = experiments.sweep("loss.ot_weight", (0.0, 0.5, 2.0)) + [("base", {})]
+  grid = cells.sweep("loss.ot_weight", (0.0, 0.5, 2.0)) + [("base", {})]
   config = make_config(grid, seeds=(0, 1), baseline="base", qrels=qrels_path,
                        job="test_experiments:fake_job")
   # Called as optical_jax.main calls every mode.
-  summary = experiments.experiment_mode(config, str(tmp_path), export_dir=None, runs=[],
+  summary = grid_lib.experiment_mode(config, str(tmp_path), export_dir=None, runs=[],
                                         qrels=None, baseline=None, query_encoder="auto")
   assert summary.sweeps == {"loss.ot_weight": ((0.0, "ot_weight=0.0"), (0.3, "base"),
                                                (0.5, "ot_weight=0.5"), (2.0, "ot_weight=2.0"))}
   for m in ("MRR_10", "nDCG_10"):
     assert (tmp_path / "plots" / f"sweep_loss.ot_weight_{m}.png").read_bytes().startswith(PNG)
   # The mode's --baseline flag replaces the block's.
-  summary = experiments.experiment_mode(config, str(tmp_path), baseline="ot_weight=2.0")
+  summary = grid_lib.experiment_mode(config, str(tmp_path), baseline="ot_weight=2.0")
   assert "ot_weight=2.0" not in summary.significance and "base" in summary.significance
 
 
 def test_also_against_tests_every_cell_against_a_second_baseline(tmp_path, qrels_path):
   config = make_config(GRID, seeds=(0, 1), qrels=qrels_path, also_against=("same",))
-  summary = experiments.run_grid(config, tmp_path, job=fake_job)
+  summary = grid_lib.run_grid(config, tmp_path, job=fake_job)
   # Against 'same' (identical to base), 'better' is better and 'base' is the same.
   vs_same = summary.against["same"]
   assert vs_same["better"]["MRR@10"].significant and vs_same["better"]["MRR@10"].delta > 0
@@ -221,21 +224,21 @@ def test_also_against_tests_every_cell_against_a_second_baseline(tmp_path, qrels
   assert "Against same" in text and "| better |" in text.split("Against same")[1]
   assert "same" in json.loads((tmp_path / "results.json").read_text())["against"]
   with pytest.raises(config_lib.ConfigError, match="also_against"):
-    experiments.settings(make_config(GRID, also_against=("nope",)))
+    cells.settings(make_config(GRID, also_against=("nope",)))
 
 
 def test_a_config_field_added_later_keeps_finished_cells(tmp_path, qrels_path):
   """Cells finished before the code grew a field (left at its default) still count."""
   config = make_config(GRID[:1], seeds=(0,), qrels=qrels_path)
-  experiments.run_grid(config, tmp_path, job=fake_job)
+  grid_lib.run_grid(config, tmp_path, job=fake_job)
   done = tmp_path / "cells" / "base" / "seed0" / "done.json"
   record = json.loads(done.read_text())
   del record["config"]["eval"]["zero_shot"]        # as written before eval.zero_shot existed
   done.write_text(json.dumps(record))
   calls = Counting()
-  experiments.run_grid(config, tmp_path, job=calls)
+  grid_lib.run_grid(config, tmp_path, job=calls)
   assert calls.calls == []
   record["config"]["eval"]["zero_shot"] = False    # but a changed value is another config
   done.write_text(json.dumps(record))
   with pytest.raises(config_lib.ConfigError, match="eval.zero_shot differs"):
-    experiments.run_grid(config, tmp_path, job=calls)
+    grid_lib.run_grid(config, tmp_path, job=calls)

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import distill
-from optical_jax import inference
-from optical_jax import intent
 from optical_jax import models
+from optical_jax.core import probe
+from optical_jax.data import mtop
+from optical_jax.jobs import intent
+from optical_jax.research import grid
+from optical_jax.search import encode as encode_lib
+from optical_jax.training import student as student_lib
 
 import tiny_checkpoints
 
@@ -36,15 +39,15 @@ def teacher_dir(tmp_path_factory):
 
 def job_config(teacher_dir, data_dir, *, method="zero_shot", **intent_fields):
   c = config_lib.default()
-  c.intent = intent.config_block()
   c.method = method
   c.model.teacher = str(teacher_dir)
   c.eval.batch_size = 4
   c.eval.collection = "none"
   c.train.progress = False
   # 4 training utterances: a handful of full-batch steps at a high rate fit them.
-  c.intent.update(dict(dict(data_dir=str(data_dir), manual_dir=str(MTOP), languages=("en", "de"),
-                            max_length=32, epochs=30, batch_size=4, lr=0.05), **intent_fields))
+  c.data.tfds_dir = str(data_dir)
+  c.intent.update(dict(dict(manual_dir=str(MTOP), languages=("en", "de"), max_length=32,
+                            epochs=30, batch_size=4, lr=0.05), **intent_fields))
   return c
 
 
@@ -68,11 +71,11 @@ def test_head_separates_gaussian_clusters(hidden, scaling):
   x_test, y_test = gaussian_clusters(1, 100)
   cos = x_test @ x_test.T
   assert cos[~np.eye(len(x_test), dtype=bool)].mean() > 0.7
-  cfg = intent.HeadConfig(hidden=hidden, lr=1e-2, epochs=20, batch_size=32, scaling=scaling)
-  params = intent.train_classifier(x, y, cfg, seed=0)
-  assert intent.accuracy(intent.predict(params, x_test), y_test) > 0.97
+  cfg = probe.HeadConfig(hidden=hidden, lr=1e-2, epochs=20, batch_size=32, scaling=scaling)
+  params = probe.train_classifier(x, y, cfg, seed=0)
+  assert probe.accuracy(probe.predict(params, x_test), y_test) > 0.97
   # Trained: far below the uniform prediction's cross-entropy log(5).
-  assert float(intent.cross_entropy(params, x_test, y_test)) < 0.3 * np.log(5)
+  assert float(probe.cross_entropy(params, x_test, y_test)) < 0.3 * np.log(5)
   # What the head sees of the training vectors: centred, variance 1 on average
   # ('global') or in every feature ('feature').
   seen = (x - params["mean"]) * params["inv_std"]
@@ -107,20 +110,20 @@ def test_cross_entropy_matches_numpy(hidden):
   y = rng.integers(0, c, n)
   w = np.array([1.0, 0.0, 2.0, 1.0, 0.5, 0.0], np.float32)
   ones = np.ones(n, np.float32)
-  np.testing.assert_allclose(float(intent.cross_entropy(params, x, y)),
+  np.testing.assert_allclose(float(probe.cross_entropy(params, x, y)),
                              numpy_cross_entropy(params, x, y, ones), rtol=1e-5)
-  np.testing.assert_allclose(float(intent.cross_entropy(params, x, y, w)),
+  np.testing.assert_allclose(float(probe.cross_entropy(params, x, y, w)),
                              numpy_cross_entropy(params, x, y, w), rtol=1e-5)
   # The predictions are the argmax of the same logits.
-  z = np.asarray(intent.logits(params, x))
-  np.testing.assert_array_equal(intent.predict(params, x), z.argmax(1))
+  z = np.asarray(probe.logits(params, x))
+  np.testing.assert_array_equal(probe.predict(params, x), z.argmax(1))
 
 
 def test_head_training_is_deterministic_in_the_seed():
   x, y = gaussian_clusters(0, 10)
-  cfg = intent.HeadConfig(hidden=8, lr=1e-2, epochs=3, batch_size=16)
-  a, b = (intent.train_classifier(x, y, cfg, seed=3) for _ in range(2))
-  c = intent.train_classifier(x, y, cfg, seed=4)
+  cfg = probe.HeadConfig(hidden=8, lr=1e-2, epochs=3, batch_size=16)
+  a, b = (probe.train_classifier(x, y, cfg, seed=3) for _ in range(2))
+  c = probe.train_classifier(x, y, cfg, seed=4)
   flat = lambda p: np.concatenate([np.ravel(l[k]) for l in p["layers"] for k in ("w", "b")])
   np.testing.assert_array_equal(flat(a), flat(b))
   assert not np.array_equal(flat(a), flat(c))
@@ -129,41 +132,41 @@ def test_head_training_is_deterministic_in_the_seed():
 def test_bad_labels_and_unknowns():
   x = np.zeros((3, 2), np.float32)
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
-    intent.train_classifier(x, np.array([0, 1, 2]), intent.HeadConfig(), 0, num_classes=2)
+    probe.train_classifier(x, np.array([0, 1, 2]), probe.HeadConfig(), 0, num_classes=2)
   with pytest.raises(ValueError, match=r"labels must lie"):
-    intent.train_classifier(x, np.array([0, intent.UNKNOWN, 1]), intent.HeadConfig(), 0)
-  predicted, labels = np.array([0, 1, 2, 1]), np.array([0, intent.UNKNOWN, 2, 0])
-  assert intent.accuracy(predicted, labels) == 2 / 4
-  assert intent.accuracy(predicted, labels, exclude_unknown=True) == 2 / 3
+    probe.train_classifier(x, np.array([0, probe.UNKNOWN, 1]), probe.HeadConfig(), 0)
+  predicted, labels = np.array([0, 1, 2, 1]), np.array([0, probe.UNKNOWN, 2, 0])
+  assert probe.accuracy(predicted, labels) == 2 / 4
+  assert probe.accuracy(predicted, labels, exclude_unknown=True) == 2 / 3
   with pytest.raises(ValueError, match="no utterances to score with an intent"):
-    intent.accuracy(predicted[1:2], labels[1:2], exclude_unknown=True)
+    probe.accuracy(predicted[1:2], labels[1:2], exclude_unknown=True)
 
 
 # ------------------------------------------------------------------ data
 
 
 def test_reading_and_label_vocabulary(data_dir):
-  train = intent.read_mtop("en", "train", data_dir=str(data_dir), manual_dir=str(MTOP))
+  train = mtop.read_mtop("en", "train", data_dir=str(data_dir), manual_dir=str(MTOP))
   rows = fixture_rows("en", "train")
   assert train.ids == tuple(r[0] for r in rows)
   assert train.intents == tuple(r[1] for r in rows)
   assert train.texts == tuple(r[2] for r in rows)
-  vocab = intent.label_vocab(train.intents)
+  vocab = mtop.label_vocab(train.intents)
   assert vocab == tuple(sorted({r[1] for r in rows})) and len(vocab) == 4
-  assert len(intent.read_mtop("de", "test", data_dir=str(data_dir), manual_dir=str(MTOP),
+  assert len(mtop.read_mtop("de", "test", data_dir=str(data_dir), manual_dir=str(MTOP),
                               limit=1)) == 1
 
   # The fixture's eval split has only intents the training split lacks, its test split none.
   for split, n_unknown in (("eval", 2), ("test", 0)):
-    utts = intent.read_mtop("de", split, data_dir=str(data_dir), manual_dir=str(MTOP))
-    labels, unknown = intent.encode_labels(utts.intents, vocab)
+    utts = mtop.read_mtop("de", split, data_dir=str(data_dir), manual_dir=str(MTOP))
+    labels, unknown = mtop.encode_labels(utts.intents, vocab)
     gold = [r[1] for r in fixture_rows("de", split)]
     expected = collections.Counter(i for i in gold if i not in vocab)
     assert unknown == dict(expected)
-    assert int((labels == intent.UNKNOWN).sum()) == sum(expected.values()) == n_unknown
+    assert int((labels == probe.UNKNOWN).sum()) == sum(expected.values()) == n_unknown
     assert [vocab[l] for l, g in zip(labels, gold) if l >= 0] == [g for g in gold if g in vocab]
-  labels, unknown = intent.encode_labels(["IN:B", "IN:X", "IN:A", "IN:X"], ("IN:A", "IN:B"))
-  assert labels.tolist() == [1, intent.UNKNOWN, 0, intent.UNKNOWN] and unknown == {"IN:X": 2}
+  labels, unknown = mtop.encode_labels(["IN:B", "IN:X", "IN:A", "IN:X"], ("IN:A", "IN:B"))
+  assert labels.tolist() == [1, probe.UNKNOWN, 0, probe.UNKNOWN] and unknown == {"IN:X": 2}
 
 
 # ------------------------------------------------------------------ config
@@ -185,7 +188,6 @@ def test_reading_and_label_vocabulary(data_dir):
 ])
 def test_check_block_names_the_key(key, value, match):
   c = config_lib.default()
-  c.intent = intent.config_block()
   intent.check_block(c)
   c.intent[key] = value
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -265,8 +267,8 @@ def test_distilled_student_is_scored(tmp_path, teacher_dir, data_dir, monkeypatc
   monkeypatch.setattr(intent, "score",
                       lambda *args: calls.append(args) or score(*args))
   students = []
-  restore = distill.restore_student
-  monkeypatch.setattr(distill, "restore_student",
+  restore = student_lib.restore_student
+  monkeypatch.setattr(student_lib, "restore_student",
                       lambda *args: students.append(restore(*args)) or students[-1])
 
   results = intent.run(c, str(tmp_path))
@@ -277,25 +279,23 @@ def test_distilled_student_is_scored(tmp_path, teacher_dir, data_dir, monkeypatc
   # The student's vectors are the restored checkpoint's, not the teacher's.
   _, tokenizer, _ = models.load(str(teacher_dir))
   de = data["de"].texts
-  ours = inference.encode_texts(students[0], tokenizer, de, prefix=c.text.query_prefix,
+  ours = encode_lib.encode_texts(students[0], tokenizer, de, prefix=c.text.query_prefix,
                                 batch_size=4, max_length=32, progress=False)
   np.testing.assert_allclose(student_x["de"], ours, atol=1e-5)
   assert np.abs(student_x["de"] - teacher_x["de"]).max() > 1e-3
   rows = read_tsv(tmp_path / "intent" / "predictions" / "optical" / "de.tsv")
   vocab = results["intents"]
-  assert [r[2] for r in rows] == [vocab[i] for i in intent.predict(params, student_x["de"])]
+  assert [r[2] for r in rows] == [vocab[i] for i in probe.predict(params, student_x["de"])]
   table = (tmp_path / "intent" / "results.md").read_text()
   assert "| student (optical) |" in table
 
 
 def test_runs_as_an_experiment_job(tmp_path, teacher_dir, data_dir):
-  from optical_jax import experiments
   c = job_config(teacher_dir, data_dir, epochs=5)
-  c.experiment = experiments.experiment_block(
-      [("linear", {}), ("hidden", {"intent.hidden": 8})], job="optical_jax.intent:run",
-      metrics=("accuracy", "accuracy/en", "accuracy/de"))
+  c.experiment.update(grid=[("linear", {}), ("hidden", {"intent.hidden": 8})],
+                      job="optical_jax.jobs.intent:run", metrics=("accuracy", "accuracy/en", "accuracy/de"))
   c.lock()
-  summary = experiments.run_grid(c, tmp_path)
+  summary = grid.run_grid(c, tmp_path)
   for cell in ("linear", "hidden"):
     done = json.loads((tmp_path / "cells" / cell / "seed0" / "done.json").read_text())
     job = json.loads((tmp_path / "cells" / cell / "seed0" / "intent" / "results.json").read_text())

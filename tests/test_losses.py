@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optical_jax import losses
-from optical_jax import ot
+from optical_jax.core import losses
+from optical_jax.core import ot
 
 
 def _unit(x):

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import distill
-from optical_jax import evaluate as evaluate_lib
-from optical_jax import inference
-from optical_jax import losses
 from optical_jax import models
+from optical_jax.core import losses
+from optical_jax.data import batches
+from optical_jax.data import trec
+from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.jobs import distill
+from optical_jax.search import encode as encode_lib
+from optical_jax.training import checkpoint
+from optical_jax.training import student as student_lib
 
 import tiny_checkpoints
 from conftest import read_multilingual
@@ -62,9 +66,8 @@ def test_each_method_trains_with_its_terms(tmp_path, method):
 
 
 def test_kd_mse_batches_carry_the_english_side_for_the_student(tmp_path):
-  from optical_jax import train
   tok = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t")))[1]
-  b = train.make_batch(tok, ["moni"], ["hello there"], src_prefix="query: ",
+  b = batches.pair_batch(tok, ["moni"], ["hello there"], src_prefix="query: ",
                        tgt_prefix="passage: ", max_length=16, batch_size=2,
                        student_reads_tgt=True)
   want = tok.encode(["hello there"], prefix="query: ", max_length=16, batch_size=2)
@@ -97,14 +100,14 @@ def test_translate_query_evaluates_the_teacher_on_the_translations(tmp_path):
   results = distill.run(c, str(tmp_path / "wd"))
   # Independently: the teacher encodes the translations and the corpus itself.
   model, tok, _ = models.load(c.model.teacher)
-  q = inference.encode_texts(model, tok, [english[i % len(english)] for i in range(6)],
+  q = encode_lib.encode_texts(model, tok, [english[i % len(english)] for i in range(6)],
                              prefix="query: ", batch_size=8, max_length=32, progress=False)
-  d = inference.encode_texts(model, tok, english, prefix="passage: ", batch_size=8,
+  d = encode_lib.encode_texts(model, tok, english, prefix="passage: ", batch_size=8,
                              max_length=32, progress=False)
   scores = q @ d.T
   run = {f"q{i}": {f"d{j}": float(scores[i, j]) for j in range(len(english))} for i in range(6)}
-  qrels = evaluate_lib.read_qrels(c.eval.qrels)
-  want = evaluate_lib.evaluate(qrels, run, ("nDCG@10", "MRR@10")).aggregate
+  qrels = trec.read_qrels(c.eval.qrels)
+  want = metrics_lib.evaluate(qrels, run, ("nDCG@10", "MRR@10")).aggregate
   for m in ("nDCG@10", "MRR@10"):
     assert results["optical"][m] == pytest.approx(want[m], abs=1e-6)
   assert "zero_shot" in results
@@ -124,18 +127,18 @@ def test_document_vectors_are_cached_by_content(tmp_path):
   model, tok, _ = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t")))
   texts = ["one document", "another, longer document", "third"]
   kw = dict(prefix="passage: ", batch_size=4, max_length=16, progress=False)
-  first = inference.encode_texts_cached(tmp_path / "cache", model, tok, texts, **kw)
+  first = encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts, **kw)
   files = list((tmp_path / "cache").glob("vectors-*.npy"))
   assert len(files) == 1
-  np.testing.assert_array_equal(first, inference.encode_texts(model, tok, texts, **kw))
+  np.testing.assert_array_equal(first, encode_lib.encode_texts(model, tok, texts, **kw))
   np.save(files[0], np.zeros_like(first))          # a second call reads the file
-  assert not inference.encode_texts_cached(tmp_path / "cache", model, tok, texts, **kw).any()
+  assert not encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts, **kw).any()
   # Other texts, another prefix, or other weights: another entry.
-  inference.encode_texts_cached(tmp_path / "cache", model, tok, texts[:2], **kw)
-  inference.encode_texts_cached(tmp_path / "cache", model, tok, texts,
+  encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts[:2], **kw)
+  encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts,
                                 **dict(kw, prefix="query: "))
   other = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t2", seed=1)))[0]
-  inference.encode_texts_cached(tmp_path / "cache", other, tok, texts, **kw)
+  encode_lib.encode_texts_cached(tmp_path / "cache", other, tok, texts, **kw)
   assert len(list((tmp_path / "cache").glob("vectors-*.npy"))) == 4
 
 
@@ -152,8 +155,7 @@ def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path):
     assert 0 <= r["mlm_accuracy"] <= 1
   assert results["steps"] == 3
   # The LM head is part of the checkpointed student state, and restores.
-  student = distill.restore_student(c, str(tmp_path / "wd"))
-  from optical_jax import checkpoint
+  student = student_lib.restore_student(c, str(tmp_path / "wd"))
   ckpt = checkpoint.Checkpointer(tmp_path / "wd")
   saved = ckpt.manager.restore(ckpt.latest_step())["state"]["params"]
   ckpt.close()

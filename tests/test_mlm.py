@@ -8,10 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from optical_jax import mlm
-from optical_jax import text
+from optical_jax.core import masking
+from optical_jax.data import tlm
 from optical_jax.models import encoder as encoder_lib
+from optical_jax.models import lm_head
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
+from optical_jax.training import pretraining
 
 import tiny_checkpoints
 
@@ -34,8 +37,8 @@ def _random_layout(rng, b, length):
   return ids.astype(np.int32), mask, special
 
 
-def _mask(key, ids, mask, special, cfg=mlm.MLMConfig()):
-  fn = jax.jit(lambda k, i, m, s: mlm.mask_tokens(k, i, m, s, cfg, vocab_size=VOCAB,
+def _mask(key, ids, mask, special, cfg=masking.MLMConfig()):
+  fn = jax.jit(lambda k, i, m, s: masking.mask_tokens(k, i, m, s, cfg, vocab_size=VOCAB,
                                                   mask_id=MASK_ID, exclude_ids=EXCLUDE))
   return [np.asarray(x) for x in fn(key, ids, mask, special)]
 
@@ -53,7 +56,7 @@ def test_masking_statistics():
   n, count = maskable.sum(1), chosen.sum(1)
   assert np.all((np.abs(count - 0.15 * n) <= 0.5 + 1e-6) | (count == 1))
   assert np.all((count >= 1) == (n >= 1))
-  assert count.max() <= mlm.max_predictions(48, 0.15)
+  assert count.max() <= masking.max_predictions(48, 0.15)
   assert abs(count.sum() / n.sum() - 0.15) < 0.01
 
   is_mask = inp[chosen] == MASK_ID
@@ -95,7 +98,7 @@ def test_masking_is_deterministic_in_rng():
                                          ("random_fraction", 0.3), ("tlm_max_length", 3)])
 def test_config_validation_names_the_field(field, value):
   with pytest.raises(ValueError, match=field):
-    mlm.MLMConfig(**{field: value})
+    masking.MLMConfig(**{field: value})
 
 
 def test_mlm_loss_matches_torch_cross_entropy():
@@ -103,7 +106,7 @@ def test_mlm_loss_matches_torch_cross_entropy():
   logits = rng.normal(size=(3, 7, 11)).astype(np.float32) * 3
   labels = rng.integers(0, 11, size=(3, 7))
   w = (rng.random((3, 7)) < 0.4).astype(np.float32)
-  ours = mlm.mlm_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w))
+  ours = masking.mlm_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w))
   ref = torch.nn.functional.cross_entropy(
       torch.tensor(logits).reshape(-1, 11),
       torch.tensor(np.where(w > 0, labels, -100)).reshape(-1), ignore_index=-100)
@@ -112,7 +115,7 @@ def test_mlm_loss_matches_torch_cross_entropy():
   # Nothing predicted: 0 and zero gradients, where torch gives NaN.
   zero_w = jnp.zeros((3, 7))
   bad_labels = jnp.full((3, 7), -100)
-  value, grad = jax.value_and_grad(mlm.mlm_loss)(jnp.asarray(logits), bad_labels, zero_w)
+  value, grad = jax.value_and_grad(masking.mlm_loss)(jnp.asarray(logits), bad_labels, zero_w)
   assert float(value) == 0.0 and np.all(np.asarray(grad) == 0)
 
 
@@ -121,10 +124,10 @@ def test_mlm_loss_shares_sum_to_the_global_mean():
   logits = jnp.asarray(rng.normal(size=(4, 5, 9)).astype(np.float32))
   labels = jnp.asarray(rng.integers(0, 9, size=(4, 5)))
   w = jnp.asarray((rng.random((4, 5)) < 0.5).astype(np.float32))
-  shares = jax.pmap(lambda l, y, m: jax.lax.psum(mlm.mlm_loss(l, y, m, axis_name="d"), "d"),
+  shares = jax.pmap(lambda l, y, m: jax.lax.psum(masking.mlm_loss(l, y, m, axis_name="d"), "d"),
                     axis_name="d", devices=jax.devices()[:2])(
       logits.reshape(2, 2, 5, 9), labels.reshape(2, 2, 5), w.reshape(2, 2, 5))
-  np.testing.assert_allclose(np.asarray(shares), float(mlm.mlm_loss(logits, labels, w)),
+  np.testing.assert_allclose(np.asarray(shares), float(masking.mlm_loss(logits, labels, w)),
                              rtol=1e-6)
 
 
@@ -155,8 +158,8 @@ def _write_masked_lm(directory, kind):
 def test_head_matches_transformers(kind, tmp_path, caplog):
   hf = _write_masked_lm(tmp_path, kind)
   student = weights.load_pretrained(str(tmp_path)).encoder
-  with caplog.at_level(logging.INFO, logger="optical_jax.mlm"):
-    head = mlm.load_head(tmp_path, student.cfg, seed=0)
+  with caplog.at_level(logging.INFO, logger="optical_jax.models.lm_head"):
+    head = lm_head.load_head(tmp_path, student.cfg, seed=0)
   assert "initialised from" in caplog.text
   table = student.embeddings.word.embedding[...]
   hf_head = hf.cls if kind == "bert" else hf.lm_head
@@ -183,11 +186,11 @@ def test_head_matches_transformers(kind, tmp_path, caplog):
 def test_head_without_checkpoint_tensors_is_seeded_random(tmp_path, caplog):
   d = tiny_checkpoints.write_bert(tmp_path / "bert")             # a bare BertModel
   cfg = weights.load_pretrained(str(d)).encoder.cfg
-  with caplog.at_level(logging.INFO, logger="optical_jax.mlm"):
-    a = mlm.load_head(d, cfg, seed=3)
+  with caplog.at_level(logging.INFO, logger="optical_jax.models.lm_head"):
+    a = lm_head.load_head(d, cfg, seed=3)
   assert "random initialisation (seed 3)" in caplog.text
-  b = mlm.init_head(cfg, seed=3)
-  c = mlm.init_head(cfg, seed=4)
+  b = lm_head.init_head(cfg, seed=3)
+  c = lm_head.init_head(cfg, seed=4)
   ka, kb, kc = (np.asarray(h.dense.kernel[...]) for h in (a, b, c))
   np.testing.assert_array_equal(ka, kb)
   assert not np.array_equal(ka, kc)
@@ -198,7 +201,7 @@ def test_incomplete_head_is_an_error():
                                   intermediate_size=8, max_positions=8)
   tensors = {"cls.predictions.transform.dense.weight": np.zeros((4, 4), np.float32)}
   with pytest.raises(weights.WeightsError, match="cls.predictions.transform.dense.bias"):
-    mlm.head_params_from_hf(tensors, cfg, origin="ckpt")
+    lm_head.head_params_from_hf(tensors, cfg, origin="ckpt")
 
 
 # ----------------------------------------------------------------------------
@@ -214,7 +217,7 @@ def test_tlm_inputs_by_hand():
                   [pad] * 6])
   src_sp = np.isin(src, [cls, sep, q])
   tgt_sp = np.isin(tgt, [cls, sep])
-  out = mlm.tlm_inputs(src, (src != pad).astype(np.int32), src_sp,
+  out = tlm.tlm_inputs(src, (src != pad).astype(np.int32), src_sp,
                        tgt, (tgt != pad).astype(np.int32), tgt_sp, max_length=10, pad_id=pad)
   # Row 0 fits (5 + 4 = 9); row 1 (7 + 5) is cut to 10, 5 each, separators kept;
   # row 2 is batch padding.
@@ -232,7 +235,7 @@ def test_tlm_inputs_by_hand():
 
   # XLM-R layout: the target's <s> becomes </s>; a short source keeps all of
   # itself and the target takes the rest.
-  out = mlm.tlm_inputs(src[:1], (src[:1] != pad).astype(np.int32), src_sp[:1],
+  out = tlm.tlm_inputs(src[:1], (src[:1] != pad).astype(np.int32), src_sp[:1],
                        tgt[1:2], (tgt[1:2] != pad).astype(np.int32), tgt_sp[1:2],
                        max_length=9, pad_id=pad, target_start_id=sep)
   np.testing.assert_array_equal(out["tlm_ids"], [[cls, q, 5, 6, sep, sep, 21, 22, sep]])
@@ -240,17 +243,17 @@ def test_tlm_inputs_by_hand():
 
 def test_add_tlm_inputs_on_tokenized_pairs(tmp_path, multilingual_texts):
   d = tiny_checkpoints.write_xlmr(tmp_path / "x")
-  tok = text.Tokenizer.from_pretrained(d)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(d)
   src = tok.encode(multilingual_texts[:4], prefix="query: ", max_length=32)
   tgt = tok.encode(multilingual_texts[4:8], prefix="passage: ", max_length=32)
   batch = {"src_ids": src.ids, "src_mask": src.mask, "src_special": src.special,
            "tgt_ids": tgt.ids, "tgt_mask": tgt.mask, "tgt_special": tgt.special}
-  out = mlm.add_tlm_inputs(batch, pad_id=tok.pad_id)
+  out = tlm.add_tlm_inputs(batch, pad_id=tok.pad_id)
   for i in range(4):
     ns, nt = src.mask[i].sum(), tgt.mask[i].sum()
     expect = list(src.ids[i, :ns]) + list(tgt.ids[i, 1:nt])
     assert list(out["tlm_ids"][i, :out["tlm_mask"][i].sum()]) == expect
-  ids = mlm.VocabIds.from_tokenizer(tok)
+  ids = lm_head.VocabIds.from_tokenizer(tok)
   backend = tok.backend
   assert ids.mask_id == backend.token_to_id("<mask>")
   assert (ids.cls_id, ids.sep_id, ids.pad_id) == (backend.token_to_id("<s>"),
@@ -266,7 +269,7 @@ def test_add_tlm_inputs_on_tokenized_pairs(tmp_path, multilingual_texts):
 class _Student(nnx.Module):
   def __init__(self, cfg):
     self.encoder = encoder_lib.Encoder(cfg, rngs=nnx.Rngs(0))
-    self.head = mlm.init_head(cfg, seed=1)
+    self.head = lm_head.init_head(cfg, seed=1)
 
 
 def test_pretraining_loss_trains_and_gathers_correctly():
@@ -280,8 +283,8 @@ def test_pretraining_loss_trains_and_gathers_correctly():
   src[:, -1] = tgt[:, -1] = 3
   batch = {"src_ids": src, "src_mask": np.ones_like(src), "src_special": np.isin(src, [2, 3]),
            "tgt_ids": tgt, "tgt_mask": np.ones_like(tgt), "tgt_special": np.isin(tgt, [2, 3])}
-  batch = {k: jnp.asarray(v) for k, v in mlm.add_tlm_inputs(batch, pad_id=0).items()}
-  mcfg = mlm.MLMConfig(mlm_weight=1.0, tlm_weight=0.5)
+  batch = {k: jnp.asarray(v) for k, v in tlm.add_tlm_inputs(batch, pad_id=0).items()}
+  mcfg = masking.MLMConfig(mlm_weight=1.0, tlm_weight=0.5)
   kw = dict(vocab_size=64, mask_id=4, exclude_ids=(0, 1, 2, 3, 4))
   key = jax.random.key(0)
 
@@ -290,15 +293,15 @@ def test_pretraining_loss_trains_and_gathers_correctly():
 
   def loss_fn(p):
     s = nnx.merge(graphdef, p)
-    return mlm.pretraining_loss(s.encoder, s.head, batch, key, mcfg, **kw)
+    return pretraining.pretraining_loss(s.encoder, s.head, batch, key, mcfg, **kw)
 
   def full_mlm_loss(p):
     # What the gathered top-k path must equal: the loss over all L positions.
     s = nnx.merge(graphdef, p)
-    inp, labels, w = mlm.mask_tokens(jax.random.fold_in(key, 0), batch["src_ids"],
+    inp, labels, w = masking.mask_tokens(jax.random.fold_in(key, 0), batch["src_ids"],
                                      batch["src_mask"], batch["src_special"], mcfg, **kw)
     table = s.encoder.embeddings.word.embedding[...]
-    return mlm.mlm_loss(s.head(s.encoder(inp, batch["src_mask"]), table), labels, w)
+    return masking.mlm_loss(s.head(s.encoder(inp, batch["src_mask"]), table), labels, w)
 
   @jax.jit
   def step(p, o):

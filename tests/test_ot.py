@@ -10,7 +10,7 @@ import numpy as np
 import ot as pot  # POT; the package module is imported as `ojot` below.
 import pytest
 
-from optical_jax import ot as ojot
+from optical_jax.core import ot as ojot
 
 H = 16
 
@@ -196,6 +196,8 @@ def test_differentiated_plan_matches_finite_differences():
 
 @hypothesis.settings(max_examples=25, deadline=None, derandomize=True,
                      database=None)
+
+
 @hypothesis.given(
     batch=st.sampled_from([1, 3]),
     data=st.data(),

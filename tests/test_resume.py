@@ -9,6 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from optical_jax.training import checkpoint
+
 import tiny_checkpoints
 from conftest import read_multilingual
 
@@ -18,8 +20,10 @@ from conftest import read_multilingual
 _RUNNER = textwrap.dedent("""
     import logging, os, signal, sys
     logging.basicConfig(level=logging.INFO)
-    from optical_jax import checkpoint, distill
     from optical_jax import config as config_lib
+    from optical_jax.jobs import distill
+    from optical_jax.training import checkpoint
+    from optical_jax.training import runner as runner_lib
     kill_after = int(os.environ.get("KILL_AFTER", "0"))
     if kill_after:
       save = checkpoint.Checkpointer.save
@@ -50,7 +54,6 @@ def _run(teacher, data, workdir, kill_after=0):
 
 
 def _final_params(workdir):
-  from optical_jax import checkpoint
   ckpt = checkpoint.Checkpointer(workdir)
   step = ckpt.latest_step()
   restored = ckpt.manager.restore(step)
@@ -103,14 +106,13 @@ def test_sigterm_saves_then_stops(tmp_path):
   # notice would arrive): the job must finish that step, save it, and exit.
   runner = _RUNNER.replace('kill_after = int(os.environ.get("KILL_AFTER", "0"))', textwrap.dedent("""
       kill_after = 0
-      from optical_jax import train
-      call = train.StepRunner.__call__
+      call = runner_lib.StepRunner.__call__
       def call_then_term(self, state, *a):
         out = call(self, state, *a)
         if int(out[0].step if self.mode != "pmap" else out[0].step[0]) == 3:
           os.kill(os.getpid(), signal.SIGTERM)
         return out
-      train.StepRunner.__call__ = call_then_term
+      runner_lib.StepRunner.__call__ = call_then_term
       """))
   out = subprocess.run([sys.executable, "-c", runner, str(teacher), str(data),
                         str(tmp_path / "wd")], capture_output=True, text=True, timeout=600)

@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optical_jax import retrieval
+from optical_jax.search import certified
+from optical_jax.search import chunks
+from optical_jax.search import index as index_lib
+from optical_jax.search import topk as topk_lib
 
 
 def _data(num_q=7, n=53, d=16, seed=0):
@@ -43,23 +46,23 @@ def _check_exact(got, q, x, k, similarity):
 @pytest.mark.parametrize("k,chunk_size", [(1, 53), (5, 10), (10, 7), (20, 64), (60, 16)])
 def test_topk_matches_brute_force(similarity, k, chunk_size):
   q, x = _data()
-  got = retrieval.topk(q, x, k, chunk_size=chunk_size, query_batch_size=3,
+  got = topk_lib.topk(q, x, k, chunk_size=chunk_size, query_batch_size=3,
                        similarity=similarity)
   _check_exact(got, q, x, k, similarity)
 
 
 def test_topk_jax_array_corpus_and_float16():
   q, x = _data()
-  got = retrieval.topk(q, jnp.asarray(x), 8, chunk_size=12)
+  got = topk_lib.topk(q, jnp.asarray(x), 8, chunk_size=12)
   _check_exact(got, q, x, 8, "dot")
   x16 = x.astype(np.float16)
-  _check_exact(retrieval.topk(q, x16, 8, chunk_size=12), q, x16.astype(np.float32), 8, "dot")
+  _check_exact(topk_lib.topk(q, x16, 8, chunk_size=12), q, x16.astype(np.float32), 8, "dot")
 
 
 def test_chunked_equals_unchunked():
   q, x = _data(num_q=20, n=300, d=32, seed=1)
-  one = retrieval.topk(q, x, 25, chunk_size=300, query_batch_size=20)
-  chunked = retrieval.topk(q, x, 25, chunk_size=37, query_batch_size=6)
+  one = topk_lib.topk(q, x, 25, chunk_size=300, query_batch_size=20)
+  chunked = topk_lib.topk(q, x, 25, chunk_size=37, query_batch_size=6)
   np.testing.assert_array_equal(one[1], chunked[1])
   np.testing.assert_allclose(one[0], chunked[0], rtol=1e-6)
 
@@ -71,19 +74,19 @@ def test_topk_wide_chunks_with_ties(chunk_size):
   rng = np.random.default_rng(7)
   q = rng.integers(-2, 3, (6, 4)).astype(np.float32)
   x = rng.integers(-2, 3, (6000, 4)).astype(np.float32)
-  assert retrieval._group_size(retrieval._balanced(6000, chunk_size), 30) > 1
-  _check_exact(retrieval.topk(q, x, 30, chunk_size=chunk_size), q, x, 30, "dot")
+  assert chunks.group_size(chunks.balanced(6000, chunk_size), 30) > 1
+  _check_exact(topk_lib.topk(q, x, 30, chunk_size=chunk_size), q, x, 30, "dot")
 
 
 def test_step_compiles_once_per_shape():
   q, x = _data(num_q=4, n=1000, d=11, seed=8)  # d=11: shapes no other test uses.
-  before = retrieval._step._cache_size()
-  retrieval.topk(q, x, 5, chunk_size=64)  # 16 chunks of 63 rows, the last one shifted.
+  before = chunks.jit_merge_chunk._cache_size()
+  topk_lib.topk(q, x, 5, chunk_size=64)  # 16 chunks of 63 rows, the last one shifted.
   # One compile for the first chunk (nothing to merge), one for the middle
   # ones, one for the shifted last one (masked): not one per chunk.
-  assert retrieval._step._cache_size() == before + 3
-  retrieval.topk(q, x + 1.0, 5, chunk_size=64)
-  assert retrieval._step._cache_size() == before + 3
+  assert chunks.jit_merge_chunk._cache_size() == before + 3
+  topk_lib.topk(q, x + 1.0, 5, chunk_size=64)
+  assert chunks.jit_merge_chunk._cache_size() == before + 3
 
 
 @pytest.mark.parametrize("sharded", [False, True])
@@ -92,7 +95,7 @@ def test_ties_lower_index_first(sharded):
   x[[2, 7]] *= 2.0
   q = np.ones((2, 4), np.float32)
   devices = jax.devices() if sharded else None
-  scores, idx = retrieval.topk(q, x, 6, chunk_size=3, devices=devices)
+  scores, idx = topk_lib.topk(q, x, 6, chunk_size=3, devices=devices)
   np.testing.assert_array_equal(idx, [[2, 7, 0, 1, 3, 4]] * 2)
 
 
@@ -105,7 +108,7 @@ def test_topk_property(n, k, chunk_size, query_batch_size, seed):
   rng = np.random.default_rng(seed)
   q = rng.integers(-1, 2, (3, 3)).astype(np.float32)
   x = rng.integers(-1, 2, (n, 3)).astype(np.float32)
-  got = retrieval.topk(q, x, k, chunk_size=chunk_size, query_batch_size=query_batch_size)
+  got = topk_lib.topk(q, x, k, chunk_size=chunk_size, query_batch_size=query_batch_size)
   _check_exact(got, q, x, k, "dot")
 
 
@@ -113,14 +116,14 @@ def test_topk_property(n, k, chunk_size, query_batch_size, seed):
 def test_sharded_equals_single_device(n, k, chunk_size):
   assert len(jax.devices()) == 8, "tests/conftest.py should force 8 CPU devices"
   q, x = _data(num_q=9, n=n, d=8, seed=3)
-  single = retrieval.topk(q, x, k, chunk_size=chunk_size, query_batch_size=4)
+  single = topk_lib.topk(q, x, k, chunk_size=chunk_size, query_batch_size=4)
   mesh = jax.make_mesh((8,), ("corpus",), axis_types=(jax.sharding.AxisType.Auto,))
-  sharded = retrieval.topk(q, x, k, chunk_size=chunk_size, query_batch_size=4, mesh=mesh)
+  sharded = topk_lib.topk(q, x, k, chunk_size=chunk_size, query_batch_size=4, mesh=mesh)
   np.testing.assert_array_equal(single[1], sharded[1])
   np.testing.assert_allclose(single[0], sharded[0], rtol=1e-6)
   mesh_2d = jax.make_mesh((2, 4), ("a", "b"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-  np.testing.assert_array_equal(retrieval.topk(q, x, k, mesh=mesh_2d)[1], single[1])
-  via_devices = retrieval.topk(q, jnp.asarray(x), k, chunk_size=chunk_size,
+  np.testing.assert_array_equal(topk_lib.topk(q, x, k, mesh=mesh_2d)[1], single[1])
+  via_devices = topk_lib.topk(q, jnp.asarray(x), k, chunk_size=chunk_size,
                                devices=jax.devices()[:4], similarity="cos")
   _check_exact(via_devices, q, x, k, "cos")
 
@@ -131,20 +134,20 @@ def _fallbacks(caplog):
 
 
 def _certified(q, x, k, **kwargs):
-  return retrieval.topk(q, x, k, precision="bf16_certified", **kwargs)
+  return topk_lib.topk(q, x, k, precision="bf16_certified", **kwargs)
 
 
 @pytest.mark.parametrize("similarity", ["dot", "cos"])
 @pytest.mark.parametrize("k,chunk_size,query_batch_size", [(1, 4000, 64), (10, 1500, 25),
                                                             (50, 4000, 64)])
 def test_bf16_certified_matches_brute_force(similarity, k, chunk_size, query_batch_size, caplog):
-  caplog.set_level(logging.DEBUG, logger=retrieval.__name__)
+  caplog.set_level(logging.DEBUG, logger=topk_lib.__name__)
   q, x = _data(num_q=60, n=4000, d=48, seed=11)
   x[::7] *= 3.0  # Row norms that differ matter for 'dot'.
   kwargs = dict(chunk_size=chunk_size, query_batch_size=query_batch_size, similarity=similarity)
   got = _certified(q, x, k, **kwargs)
   _check_exact(got, q, x, k, similarity)
-  np.testing.assert_array_equal(got[1], retrieval.topk(q, x, k, precision="float32", **kwargs)[1])
+  np.testing.assert_array_equal(got[1], topk_lib.topk(q, x, k, precision="float32", **kwargs)[1])
   assert _fallbacks(caplog) <= 6  # The certificate, not the fallback, did the work.
 
 
@@ -165,7 +168,7 @@ def test_bf16_certified_corpus_kinds(kind, tmp_path):
 def test_bf16_certified_exact_ties_fall_back(caplog):
   # Small integers: exact in bf16 too, so the cut falls inside runs of exact
   # ties, which no certificate can separate: float32 decides, lower row first.
-  caplog.set_level(logging.DEBUG, logger=retrieval.__name__)
+  caplog.set_level(logging.DEBUG, logger=topk_lib.__name__)
   rng = np.random.default_rng(7)
   q = rng.integers(-2, 3, (40, 6)).astype(np.float32)
   x = rng.integers(-2, 3, (3000, 6)).astype(np.float32)
@@ -186,7 +189,7 @@ def _near_ties(seed=3, d=32):
 
 
 def test_bf16_certified_orders_what_bf16_cannot(caplog):
-  caplog.set_level(logging.DEBUG, logger=retrieval.__name__)
+  caplog.set_level(logging.DEBUG, logger=topk_lib.__name__)
   q, x = _near_ties()
   bf16 = np.asarray(jnp.asarray(q).astype(jnp.bfloat16).astype(jnp.float32) @
                     jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32).T)
@@ -221,13 +224,13 @@ def test_bf16_error_bound_holds(kind):
     x = (offset + rng.standard_normal((1000, d)) * np.exp(rng.standard_normal((1000, 1))))
     q = offset + rng.standard_normal((6, d))
     x, q = x.astype(np.float32), q.astype(np.float32)
-  frame = retrieval._frame(x, "dot")
-  z, stats = retrieval._to_bf16(jnp.asarray(x), jnp.asarray(frame), similarity="dot")
+  frame = certified._frame(x, "dot")
+  z, stats = certified.to_bf16(jnp.asarray(x), jnp.asarray(frame), similarity="dot")
   v = frame[:, 2].astype(np.float64)
   w = (q - 2 * np.outer(q @ v, v)).astype(np.float32)
   wb = jnp.asarray(w).astype(jnp.bfloat16)
   b = jnp.einsum("qd,nd->qn", wb, z, preferred_element_type=jnp.float32)
-  bound = retrieval._bf16_bound(q, w, np.asarray(wb, np.float32), frame,
+  bound = certified._bf16_bound(q, w, np.asarray(wb, np.float32), frame,
                                 np.asarray(stats, np.float64))
   qmu = q.astype(np.float64) @ frame[:, 0].astype(np.float64)
   err = np.abs(np.asarray(b, np.float64) + qmu[:, None] - q.astype(np.float64) @ x.T)
@@ -250,12 +253,12 @@ def test_bf16_certified_property(n, k, margin, chunk_size, offset, similarity, s
 
 
 def test_bf16_certified_is_the_default_where_it_pays(caplog):
-  caplog.set_level(logging.DEBUG, logger=retrieval.__name__)
+  caplog.set_level(logging.DEBUG, logger=topk_lib.__name__)
   q, x = _data(num_q=512, n=4608, d=16, seed=13)  # k=1: K=17, N >= 256 (K + 1).
-  _check_exact(retrieval.topk(q, x, 1), q, x, 1, "dot")
-  assert bool(caplog.records) == (retrieval._cpu_has_bf16() and jax.default_backend() == "cpu")
+  _check_exact(topk_lib.topk(q, x, 1), q, x, 1, "dot")
+  assert bool(caplog.records) == (certified.cpu_has_bf16() and jax.default_backend() == "cpu")
   caplog.clear()
-  retrieval.topk(q[:511], x, 1)  # Too few queries to pay for the per-call cast.
+  topk_lib.topk(q[:511], x, 1)  # Too few queries to pay for the per-call cast.
   assert not caplog.records
 
 
@@ -270,19 +273,19 @@ def test_bf16_certified_rejects_approx_and_sharding():
 def test_faiss_backend_equals_exact(similarity):
   pytest.importorskip("faiss", reason="faiss not installed (pip install faiss-cpu)")
   q, x = _data(num_q=11, n=97, d=16, seed=6)
-  ours = retrieval.topk(q, x, 10, similarity=similarity)
-  theirs = retrieval.topk(q, x, 10, similarity=similarity, backend="faiss")
+  ours = topk_lib.topk(q, x, 10, similarity=similarity)
+  theirs = topk_lib.topk(q, x, 10, similarity=similarity, backend="faiss")
   np.testing.assert_array_equal(ours[1], theirs[1])
   np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
-  padded = retrieval.FaissIndex(x[:4]).search(q, 6)
+  padded = topk_lib.FaissIndex(x[:4]).search(q, 6)
   assert (padded[1][:, 4:] == -1).all() and np.isneginf(padded[0][:, 4:]).all()
 
 
 def test_to_run_skips_padding():
-  run = retrieval.to_run(np.array([[2.0, -np.inf]]), np.array([[1, -1]]), ["q1"], ["d0", "d1"])
+  run = topk_lib.to_run(np.array([[2.0, -np.inf]]), np.array([[1, -1]]), ["q1"], ["d0", "d1"])
   assert run == {"q1": {"d1": 2.0}}
   with pytest.raises(ValueError, match="duplicate qids"):
-    retrieval.to_run(np.zeros((2, 1)), np.zeros((2, 1), int), ["q", "q"], ["d0"])
+    topk_lib.to_run(np.zeros((2, 1)), np.zeros((2, 1), int), ["q", "q"], ["d0"])
 
 
 class _FakeEncoder:
@@ -297,14 +300,14 @@ def _build(tmp_path, n=23, **kwargs):
   texts = [f"passage number {i}" for i in range(n)]
   docids = [f"doc{i}" for i in range(n)]
   kwargs.setdefault("metadata", {"model_id": "fake/enc-12", "config": {"pool": "mean"}})
-  return retrieval.build_index(_FakeEncoder(), texts, docids, tmp_path / "idx", batch_size=5,
+  return index_lib.build_index(_FakeEncoder(), texts, docids, tmp_path / "idx", batch_size=5,
                                shard_size=10, progress=False, **kwargs), texts
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_index_round_trip(tmp_path, dtype):
   index, texts = _build(tmp_path, dtype=dtype, similarity="cos")
-  loaded = retrieval.load_index(tmp_path / "idx")
+  loaded = index_lib.load_index(tmp_path / "idx")
   assert [len(s) for s in loaded.shards] == [10, 10, 3]
   assert loaded.docids == [f"doc{i}" for i in range(23)] and loaded.count == 23
   assert loaded.metadata["config"] == {"pool": "mean"} and loaded.model_id == "fake/enc-12"
@@ -314,15 +317,15 @@ def test_index_round_trip(tmp_path, dtype):
   np.testing.assert_allclose(loaded.embeddings.astype(np.float32), want, atol=tol)
   _, idx = loaded.search(want[:3], 1)
   np.testing.assert_array_equal(idx[:, 0], [0, 1, 2])
-  retrieval.check_compatible(loaded, 12, "fake/enc-12")
+  index_lib.check_compatible(loaded, 12, "fake/enc-12")
 
 
 def test_duplicate_and_bad_docids(tmp_path):
   enc = _FakeEncoder()
   with pytest.raises(ValueError, match="duplicate docid 'b'"):
-    retrieval.build_index(enc, ["x", "y", "z"], ["a", "b", "b"], tmp_path / "i", progress=False)
+    index_lib.build_index(enc, ["x", "y", "z"], ["a", "b", "b"], tmp_path / "i", progress=False)
   with pytest.raises(ValueError, match="whitespace"):
-    retrieval.build_index(enc, ["x", "y"], ["a", "b\nc"], tmp_path / "i", progress=False)
+    index_lib.build_index(enc, ["x", "y"], ["a", "b\nc"], tmp_path / "i", progress=False)
   assert not hasattr(enc, "calls")  # Rejected before any encoding.
 
 
@@ -330,13 +333,13 @@ def test_missing_shard_and_count_mismatch(tmp_path):
   _build(tmp_path)
   (tmp_path / "idx" / "embeddings-00001.npy").unlink()
   with pytest.raises(FileNotFoundError, match="embeddings-00001.npy"):
-    retrieval.load_index(tmp_path / "idx")
+    index_lib.load_index(tmp_path / "idx")
   _build(tmp_path, overwrite=True)
   info = json.loads((tmp_path / "idx" / "index.json").read_text())
   info["count"] = 24
   (tmp_path / "idx" / "index.json").write_text(json.dumps(info))
   with pytest.raises(ValueError, match="index.json"):
-    retrieval.load_index(tmp_path / "idx")
+    index_lib.load_index(tmp_path / "idx")
   with pytest.raises(FileExistsError):
     _build(tmp_path)
 
@@ -344,6 +347,6 @@ def test_missing_shard_and_count_mismatch(tmp_path):
 def test_incompatible_query_encoder(tmp_path):
   index, _ = _build(tmp_path)
   with pytest.raises(ValueError, match="dim 16"):
-    retrieval.check_compatible(index, 16, "fake/enc-12")
+    index_lib.check_compatible(index, 16, "fake/enc-12")
   with pytest.raises(ValueError, match="other/model"):
-    retrieval.check_compatible(index, 12, "other/model")
+    index_lib.check_compatible(index, 12, "other/model")

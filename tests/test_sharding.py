@@ -4,14 +4,17 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
-from optical_jax import checkpoint
 from optical_jax import config as config_lib
-from optical_jax import losses
-from optical_jax import ot
-from optical_jax import sharding
-from optical_jax import text
-from optical_jax import train
+from optical_jax.core import losses
+from optical_jax.core import ot
+from optical_jax.data import batches as batches_lib
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
+from optical_jax.training import checkpoint
+from optical_jax.training import runner as runner_lib
+from optical_jax.training import sharding
+from optical_jax.training import state as state_lib
+from optical_jax.training import trainable as trainable_lib
 
 import tiny_checkpoints
 
@@ -25,9 +28,9 @@ def setup(tmp_path_factory):
   assert len(jax.devices()) == 8, "tests/conftest.py sets 8 fake CPU devices"
   d = tiny_checkpoints.write_xlmr(tmp_path_factory.mktemp("xlmr") / "ckpt")
   teacher = weights.load_pretrained(str(d))
-  tok = text.Tokenizer.from_pretrained(d)
-  parts, params = train.ModelParts.split(teacher)
-  pred = train.trainable_predicate("no_word_embeddings", teacher.encoder.cfg.num_layers)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(d)
+  parts, params = trainable_lib.ModelParts.split(teacher)
+  pred = trainable_lib.trainable_predicate("no_word_embeddings", teacher.encoder.cfg.num_layers)
   trainable = {k: np.asarray(v) for k, v in params.items() if pred(k)}
   frozen = {k: np.asarray(v) for k, v in params.items() if not pred(k)}
   params = {k: np.asarray(v) for k, v in params.items()}
@@ -38,11 +41,11 @@ def setup(tmp_path_factory):
   # parameters could not be compared at all. eps=1e-3 keeps every update
   # proportional to its gradient; the sharded computation is what is tested.
   tcfg.update(steps=10, lr=1e-3, warmup_frac=0.0, eps=1e-3)
-  tx, _ = train.make_optimizer(tcfg)
+  tx, _ = state_lib.make_optimizer(tcfg)
   loss_cfg = losses.LossConfig(mse_weight=0.5, ot=ot.OTConfig(num_iterations=10))
   from conftest import read_multilingual
   texts = [t for _, t in read_multilingual()]
-  batches = [train.make_batch(tok, texts[i:i + 8], texts[i + 1:i + 9] + texts[:max(0, i - 6)],
+  batches = [batches_lib.pair_batch(tok, texts[i:i + 8], texts[i + 1:i + 9] + texts[:max(0, i - 6)],
                               src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
                               batch_size=8) for i in range(STEPS + 2)]
   return dict(parts=parts, trainable=trainable, frozen=frozen, teacher=params, tx=tx,
@@ -51,7 +54,7 @@ def setup(tmp_path_factory):
 
 def _run(s, mesh=None, mode="shard_map", rules="fsdp_tensor", steps=STEPS, state=None,
          first=0, runner=None):
-  runner = runner or train.StepRunner(s["parts"], s["parts"], s["loss_cfg"], s["tx"], -1 % 3,
+  runner = runner or runner_lib.StepRunner(s["parts"], s["parts"], s["loss_cfg"], s["tx"], -1 % 3,
                                       mesh=mesh, mode=mode,
                                       rules=sharding.resolve_rules(rules))
   frozen, teacher = runner.place_params(s["frozen"]), runner.place_params(s["teacher"])
@@ -87,7 +90,7 @@ def test_mesh_equals_one_device(setup, single, shape, mode):
 
 def test_parameter_shardings_follow_the_rules(setup):
   mesh = sharding.make_mesh({"data": 2, "model": 4})
-  runner = train.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"], 2,
+  runner = runner_lib.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"], 2,
                             mesh=mesh, rules=sharding.resolve_rules("fsdp_tensor"))
   specs = {k: s.spec for k, s in runner.shardings.items()}
   assert specs["encoder/layers/0/attention/query/kernel"] == P("data", "model", None)
@@ -104,7 +107,7 @@ def test_parameter_shardings_follow_the_rules(setup):
   mu = state.opt_state[1][0].mu["encoder/layers/1/mlp_in/kernel"]
   assert mu.sharding.spec == kernel.sharding.spec, "optimizer moments live in the same shards"
   # Replicated rules: everything whole everywhere.
-  rep = train.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"], 2,
+  rep = runner_lib.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"], 2,
                          mesh=mesh, rules=sharding.resolve_rules("replicated"))
   assert all(s.is_fully_replicated for s in rep.shardings.values())
 
@@ -118,7 +121,7 @@ def test_checkpoint_moves_between_meshes(setup, tmp_path):
   ckpt.save(2, state_a, {"data_position": {"step": 2}}, force=True)
   ckpt.close()
   mesh_b = sharding.make_mesh({"data": 2, "model": 4})
-  runner_b = train.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"],
+  runner_b = runner_lib.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"],
                               2, mesh=mesh_b, rules=sharding.resolve_rules("fsdp_tensor"))
   target = runner_b.init_state(setup["trainable"], 0)
   ckpt = checkpoint.Checkpointer(tmp_path)

@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import inference
 from optical_jax import models
-from optical_jax import teacher
-from optical_jax import train as train_lib
+from optical_jax.core import losses
+from optical_jax.data import batches as batches_lib
 from optical_jax.data import bible
 from optical_jax.data import bible_triples
 from optical_jax.data import bitext
 from optical_jax.data import triples as triples_lib
+from optical_jax.jobs import teacher
+from optical_jax.search import encode as encode_lib
+from optical_jax.training import checkpoint
+from optical_jax.training import state as state_lib
+from optical_jax.training import step as step_lib
+from optical_jax.training import trainable as trainable_lib
 
 import tiny_checkpoints
 from conftest import read_multilingual
@@ -84,7 +89,7 @@ def test_triple_loss_matches_numpy(scoring, temperature):
   masks = ({} if scoring == "dense" else
            dict(query_mask=jnp.asarray(qm), positive_mask=jnp.asarray(pm),
                 negative_mask=jnp.asarray(nm)))
-  loss, metrics = teacher.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
+  loss, metrics = losses.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
                                       scoring=scoring, temperature=temperature,
                                       valid=jnp.asarray(valid), **masks)
   want, s = _numpy_loss(q, qm, p, pm, n, nm, scoring, temperature, valid)
@@ -97,7 +102,7 @@ def test_triple_loss_matches_numpy(scoring, temperature):
   hits = [np.argmax(kept[i]) == int(valid[:i].sum()) for i in own]
   np.testing.assert_allclose(float(metrics["accuracy"]), np.mean(hits), rtol=1e-6)
   # Without `valid`, every row counts.
-  all_rows, _ = teacher.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
+  all_rows, _ = losses.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
                                     scoring=scoring, temperature=temperature, **masks)
   np.testing.assert_allclose(float(all_rows), _numpy_loss(q, qm, p, pm, n, nm, scoring,
                                                           temperature, np.ones(b, bool))[0],
@@ -121,17 +126,17 @@ def _fixture_triples(k=8):
 @pytest.mark.parametrize("scoring", ["dense", "late_interaction"])
 def test_steps_lower_the_loss_on_a_fixed_batch(tiny_dir, scoring):
   model, tokenizer, _ = models.load(str(tiny_dir))
-  parts, params = train_lib.ModelParts.split(model)
+  parts, params = trainable_lib.ModelParts.split(model)
   cfg = config_lib.default().train
   cfg.update(lr=3e-3, warmup_frac=0.0, schedule="constant", steps=12)
-  tx, _ = train_lib.make_optimizer(cfg)
+  tx, _ = state_lib.make_optimizer(cfg)
   temperature = 0.05 if scoring == "dense" else 1.0
-  step = jax.jit(functools.partial(teacher.train_step, parts=parts, tx=tx, scoring=scoring,
+  step = jax.jit(functools.partial(step_lib.teacher_step, parts=parts, tx=tx, scoring=scoring,
                                    temperature=temperature))
   data = _fixture_triples()
-  batch = teacher.make_batch(tokenizer, data, query_prefix="query: ", doc_prefix="passage: ",
+  batch = batches_lib.triple_batch(tokenizer, data, query_prefix="query: ", doc_prefix="passage: ",
                              query_max_length=32, max_length=32)
-  state = train_lib.init_state(jax.tree.map(jnp.array, params), tx, 0)
+  state = state_lib.init_state(jax.tree.map(jnp.array, params), tx, 0)
   losses = []
   for _ in range(cfg.steps):
     state, metrics = step(state, {}, batch)
@@ -140,11 +145,11 @@ def test_steps_lower_the_loss_on_a_fixed_batch(tiny_dir, scoring):
     # The first loss is InfoNCE of the starting model's vectors, encoded here
     # by the inference path (its own padding and batching).
     kw = dict(batch_size=8, max_length=32, progress=False)
-    qv = inference.encode_texts(model, tokenizer, [t.query for t in data], prefix="query: ",
+    qv = encode_lib.encode_texts(model, tokenizer, [t.query for t in data], prefix="query: ",
                                 **kw)
-    pv = inference.encode_texts(model, tokenizer, [t.positive for t in data],
+    pv = encode_lib.encode_texts(model, tokenizer, [t.positive for t in data],
                                 prefix="passage: ", **kw)
-    nv = inference.encode_texts(model, tokenizer, [t.negative for t in data],
+    nv = encode_lib.encode_texts(model, tokenizer, [t.negative for t in data],
                                 prefix="passage: ", **kw)
     want, _ = _numpy_loss(qv, None, pv, None, nv, None, "dense", temperature,
                           np.ones(len(data), bool))
@@ -183,7 +188,7 @@ def test_bible_keyword_triples_from_verses():
 
 def test_config_errors_name_the_key(tmp_path):
   c = _teacher_config("smoke")
-  teacher.check(c)
+  config_lib.check_teacher(c)
   with pytest.raises(AttributeError):
     c.teacher.scorign = "dense"          # locked: a typo is no new field
   bad = _teacher_config("smoke")
@@ -196,20 +201,22 @@ def test_config_errors_name_the_key(tmp_path):
     bad.teacher.scoring = "dense"
     bad.teacher.scorign = "dense"
   with pytest.raises(config_lib.ConfigError, match=r"config\.teacher\.scorign: unknown key"):
-    teacher.check(bad)
+    config_lib.check_teacher(bad)
   for key, value, pattern in (("temperature", 0.0, "temperature"),
                               ("max_pairs", -1, "max_pairs"), ("format", "csv", "format")):
     c = _teacher_config("smoke")
     with c.unlocked():
       c.teacher[key] = value
     with pytest.raises(config_lib.ConfigError, match=rf"config\.teacher\.{pattern}"):
-      teacher.check(c)
+      config_lib.check_teacher(c)
   with pytest.raises(config_lib.ConfigError, match=r"config\.teacher\.triples is empty"):
-    teacher.check(_teacher_config())     # the default needs the user's triples
+    config_lib.check_teacher(_teacher_config())     # the default needs the user's triples
   with pytest.raises(ValueError, match="'smoke'"):
     _teacher_config("huge")
+  missing = config_lib.default()
+  del missing["teacher"]
   with pytest.raises(config_lib.ConfigError, match=r"config\.teacher is missing"):
-    teacher.check(config_lib.default())
+    config_lib.check_teacher(missing)
 
 
 def test_a_bad_triples_line_is_named(tmp_path):
@@ -259,24 +266,23 @@ def test_job_trains_evaluates_resumes_and_exports(tiny_dir, tmp_path, monkeypatc
 
   # The export is the checkpoint's model: loaded by models.load, it embeds as
   # the restored checkpoint does, and as PyTorch transformers does (mean pooling).
-  from optical_jax import checkpoint
   model, tokenizer, _ = models.load(str(tiny_dir))
-  parts, params = train_lib.ModelParts.split(model)
+  parts, params = trainable_lib.ModelParts.split(model)
   cfg = _smoke(tiny_dir).train
-  tx, _ = train_lib.make_optimizer(cfg)
-  trainable, _ = train_lib.split_trainable(params, cfg.trainable, 2)
+  tx, _ = state_lib.make_optimizer(cfg)
+  trainable, _ = trainable_lib.split_trainable(params, cfg.trainable, 2)
   ckpt = checkpoint.Checkpointer(wd)
-  state, _ = ckpt.restore(train_lib.init_state(trainable, tx, 0))
+  state, _ = ckpt.restore(state_lib.init_state(trainable, tx, 0))
   ckpt.close()
   assert int(state.step) == 4
   trained = parts.merge(params, state.params)
   exported, ex_tok, _ = models.load(str(wd / "export"))
   texts = ["And God said", "Let there be light: and there was light."]
   kw = dict(prefix="passage: ", max_length=32, progress=False)
-  ours = inference.encode_texts(trained, tokenizer, texts, **kw)
-  theirs = inference.encode_texts(exported, ex_tok, texts, **kw)
+  ours = encode_lib.encode_texts(trained, tokenizer, texts, **kw)
+  theirs = encode_lib.encode_texts(exported, ex_tok, texts, **kw)
   np.testing.assert_allclose(theirs, ours, atol=1e-5)
-  assert np.abs(ours - inference.encode_texts(model, tokenizer, texts, **kw)).max() > 1e-4
+  assert np.abs(ours - encode_lib.encode_texts(model, tokenizer, texts, **kw)).max() > 1e-4
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   hf = transformers.AutoModel.from_pretrained(str(wd / "export")).eval()
@@ -290,9 +296,9 @@ def test_job_trains_evaluates_resumes_and_exports(tiny_dir, tmp_path, monkeypatc
   # Run again with more steps: it continues from step 4 (records 1-4 kept),
   # and ends where an uninterrupted 6-step run ends.
   batches = []
-  make_batch = teacher.make_batch
-  monkeypatch.setattr(teacher, "make_batch", lambda *a, **k: batches.append(1) or
-                      make_batch(*a, **k))
+  triple_batch = batches_lib.triple_batch
+  monkeypatch.setattr(batches_lib, "triple_batch", lambda *a, **k: batches.append(1) or
+                      triple_batch(*a, **k))
   resumed = teacher.run(_smoke(tiny_dir, steps=6), str(wd))
   assert len(batches) == 2                 # steps 5 and 6 only
   assert resumed["steps"] == 6 and resumed["pretrained"] == results["pretrained"]
@@ -305,8 +311,8 @@ def test_job_trains_evaluates_resumes_and_exports(tiny_dir, tmp_path, monkeypatc
                              [r["loss"] for r in records], rtol=1e-4)
   a, _, _ = models.load(str(wd / "export"))
   b, _, _ = models.load(str(straight / "export"))
-  np.testing.assert_allclose(inference.encode_texts(a, ex_tok, texts, **kw),
-                             inference.encode_texts(b, ex_tok, texts, **kw), atol=1e-5)
+  np.testing.assert_allclose(encode_lib.encode_texts(a, ex_tok, texts, **kw),
+                             encode_lib.encode_texts(b, ex_tok, texts, **kw), atol=1e-5)
   # Done: a third run trains nothing and changes nothing.
   batches.clear()
   assert teacher.run(_smoke(tiny_dir, steps=6), str(wd)) == resumed

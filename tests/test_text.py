@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import pytest
 
-from optical_jax import text
+from optical_jax.models import tokenizer as tokenizer_lib
 
 import tiny_checkpoints
 
@@ -18,7 +18,7 @@ def tiny_dir(request, tmp_path_factory):
 
 
 def test_ids_equal_transformers(tiny_dir, multilingual_texts):
-  tok = text.Tokenizer.from_pretrained(tiny_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tiny_dir)
   hf = transformers.AutoTokenizer.from_pretrained(str(tiny_dir))
   batch = tok.encode(multilingual_texts, prefix="query: ")
   for i, t in enumerate(multilingual_texts):
@@ -31,7 +31,7 @@ def test_ids_equal_transformers(tiny_dir, multilingual_texts):
 
 @pytest.mark.real_model
 def test_e5_ids_equal_transformers(e5_dir, multilingual_texts):
-  tok = text.Tokenizer.from_pretrained(e5_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(e5_dir)
   hf = transformers.AutoTokenizer.from_pretrained(str(e5_dir))
   batch = tok.encode(multilingual_texts, prefix="passage: ")
   for i, t in enumerate(multilingual_texts):
@@ -41,19 +41,19 @@ def test_e5_ids_equal_transformers(e5_dir, multilingual_texts):
 
 
 def test_length_buckets(tiny_dir):
-  tok = text.Tokenizer.from_pretrained(tiny_dir, max_length=64, buckets=(8, 16, 32))
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tiny_dir, max_length=64, buckets=(8, 16, 32))
   assert tok.buckets == (8, 16, 32, 64)
   assert tok.encode(["a"]).ids.shape[1] == 8
   words = " ".join(["river"] * 12)
   n = len(tok.tokenize(words)) + 2
   assert 8 < n <= 64
   assert tok.encode([words]).ids.shape[1] == min(b for b in (16, 32, 64) if b >= n)
-  assert text.bucket_length(17, (8, 16, 32)) == 32
-  assert text.bucket_length(99, (8, 16, 32)) == 32
+  assert tokenizer_lib.bucket_length(17, (8, 16, 32)) == 32
+  assert tokenizer_lib.bucket_length(99, (8, 16, 32)) == 32
 
 
 def test_a_limit_between_buckets_is_a_bucket(tiny_dir):
-  tok = text.Tokenizer.from_pretrained(tiny_dir, max_length=64, buckets=(8, 16, 32))
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tiny_dir, max_length=64, buckets=(8, 16, 32))
   long = " ".join(["river"] * 60)
   assert tok.encode([long], max_length=20).ids.shape == (1, 20)     # cut at 20, padded to 20
   short = " ".join(["river"] * 3)
@@ -61,7 +61,7 @@ def test_a_limit_between_buckets_is_a_bucket(tiny_dir):
 
 
 def test_truncation_is_counted_and_keeps_specials(tiny_dir, caplog):
-  tok = text.Tokenizer.from_pretrained(tiny_dir, max_length=64)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tiny_dir, max_length=64)
   texts = [" ".join(["river valley"] * 40), "short"]
   with caplog.at_level(logging.WARNING):
     batch = tok.encode(texts, max_length=16)
@@ -77,7 +77,7 @@ def test_truncation_is_counted_and_keeps_specials(tiny_dir, caplog):
 
 
 def test_prefix_tokens_are_flagged(tiny_dir):
-  tok = text.Tokenizer.from_pretrained(tiny_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tiny_dir)
   sentence = "The river flooded the valley."
   pref = tok.encode([sentence], prefix="query: ")
   n = int(pref.mask.sum())
@@ -92,7 +92,7 @@ def test_prefix_tokens_are_flagged(tiny_dir):
 
 
 def test_batch_padding_rows(tiny_dir):
-  tok = text.Tokenizer.from_pretrained(tiny_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(tiny_dir)
   batch = tok.encode(["one", "two"], batch_size=5)
   assert batch.ids.shape[0] == 5 and batch.num_texts == 2
   assert (batch.mask[2:] == 0).all() and (batch.ids[2:] == tok.pad_id).all()

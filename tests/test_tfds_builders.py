@@ -20,6 +20,7 @@ from optical_jax.data.tfds_builders import _base
 from optical_jax.data.tfds_builders import bible as bible_builder
 from optical_jax.data.tfds_builders import bitext as bitext_builder
 from optical_jax.data.tfds_builders import miracl, mlqa, multi30k
+from optical_jax.data.tfds_builders import network
 
 BENCH = pathlib.Path(__file__).parent / "fixtures" / "benchmarks"
 FAST_S = 5.0  # "fails within seconds": the offline paths must beat this easily
@@ -325,7 +326,7 @@ def test_miracl_unreachable_hub_fails_fast(tmp_path, monkeypatch, silent_server)
   monkeypatch.delenv("OPTICAL_JAX_OFFLINE")
   monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
   monkeypatch.setattr(miracl, "HUB", silent_server.rsplit("/", 1)[0])
-  monkeypatch.setattr(tb, "NETWORK_TIMEOUT_S", 0.5)
+  monkeypatch.setattr(network, "NETWORK_TIMEOUT_S", 0.5)
   start = time.monotonic()
   with pytest.raises(tb.OfflineError, match=r"127\.0\.0\.1 (within 0\.5 s|\(timed out\))"):
     tb.load("miracl_queries", "yo", tmp_path / "data", tmp_path / "empty")

@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax import losses
-from optical_jax import ot
-from optical_jax import text
-from optical_jax import train
+from optical_jax.core import losses
+from optical_jax.core import ot
+from optical_jax.data import batches
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
+from optical_jax.training import state as state_lib
+from optical_jax.training import step as step_lib
+from optical_jax.training import trainable as trainable_lib
 
 import tiny_checkpoints
 
@@ -17,7 +20,7 @@ import tiny_checkpoints
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
   d = tiny_checkpoints.write_xlmr(tmp_path_factory.mktemp("xlmr") / "ckpt")
-  return weights.load_pretrained(str(d)), text.Tokenizer.from_pretrained(d)
+  return weights.load_pretrained(str(d)), tokenizer_lib.Tokenizer.from_pretrained(d)
 
 
 def _train_cfg(**kw):
@@ -28,19 +31,19 @@ def _train_cfg(**kw):
 
 def test_steps_reduce_the_loss_and_respect_frozen_parts(tiny, multilingual_texts):
   teacher, tok = tiny
-  parts, params = train.ModelParts.split(teacher)
-  pred = train.trainable_predicate("no_word_embeddings", teacher.encoder.cfg.num_layers)
+  parts, params = trainable_lib.ModelParts.split(teacher)
+  pred = trainable_lib.trainable_predicate("no_word_embeddings", teacher.encoder.cfg.num_layers)
   trainable = {k: v for k, v in params.items() if pred(k)}
   frozen = {k: v for k, v in params.items() if not pred(k)}
   assert set(frozen) == {"encoder/embeddings/word/embedding"}
   before = {k: np.asarray(v) for k, v in params.items()}
   tcfg = _train_cfg(steps=12, lr=1e-2, warmup_frac=0.0, schedule="constant")
-  tx, _ = train.make_optimizer(tcfg)
+  tx, _ = state_lib.make_optimizer(tcfg)
   loss_cfg = losses.LossConfig(ot=ot.OTConfig(num_iterations=20))
-  step = train.jit_train_step(parts, parts, loss_cfg, tx, layer_index=-1 % 3)
-  state = train.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
+  step = step_lib.jit_distill_step(parts, parts, loss_cfg, tx, layer_index=-1 % 3)
+  state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
   src, tgt = multilingual_texts[2:10], multilingual_texts[:8]
-  batch = train.make_batch(tok, src, tgt, src_prefix="query: ", tgt_prefix="passage: ",
+  batch = batches.pair_batch(tok, src, tgt, src_prefix="query: ", tgt_prefix="passage: ",
                               max_length=32, batch_size=8)
   history = []
   for _ in range(12):
@@ -59,19 +62,19 @@ def test_trainable_specs():
   names = ["encoder/embeddings/word/embedding", "encoder/embeddings/norm/scale",
            "encoder/layers/0/mlp_in/kernel", "encoder/layers/11/mlp_in/kernel",
            "encoder/layers/10/attention/query/kernel", "head/projection/kernel"]
-  sel = lambda spec: [n for n in names if train.trainable_predicate(spec, 12)(n)]
+  sel = lambda spec: [n for n in names if trainable_lib.trainable_predicate(spec, 12)(n)]
   assert sel("all") == names
   assert sel("no_word_embeddings") == names[1:]
   assert sel("top:2") == names[3:]
   assert sel("regex:attention") == [names[4]]
   with pytest.raises(ValueError, match="K must be in 1..12"):
-    train.trainable_predicate("top:13", 12)
+    trainable_lib.trainable_predicate("top:13", 12)
   with pytest.raises(ValueError, match="expected 'all'"):
-    train.trainable_predicate("everything", 12)
+    trainable_lib.trainable_predicate("everything", 12)
 
 
 def test_schedule_warms_up_then_decays():
-  _, schedule = train.make_optimizer(_train_cfg(steps=100, lr=1.0, warmup_frac=0.1))
+  _, schedule = state_lib.make_optimizer(_train_cfg(steps=100, lr=1.0, warmup_frac=0.1))
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(float(schedule(10)), 1.0, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(55)), 0.5, rtol=1e-6)
@@ -93,14 +96,14 @@ def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):
   import jax.numpy as jnp
   d = tiny_checkpoints.write_bert(tmp_path / "bert")
   teacher = weights.load_pretrained(str(d), dtype="bfloat16")
-  tok = text.Tokenizer.from_pretrained(d)
-  parts, params = train.ModelParts.split(teacher)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(d)
+  parts, params = trainable_lib.ModelParts.split(teacher)
   assert params["encoder/layers/0/mlp_in/kernel"].dtype == jnp.float32   # master weights
-  tx, _ = train.make_optimizer(_train_cfg(steps=5, lr=1e-2, warmup_frac=0.0))
-  step = train.jit_train_step(parts, parts, losses.LossConfig(ot=ot.OTConfig(num_iterations=20)),
+  tx, _ = state_lib.make_optimizer(_train_cfg(steps=5, lr=1e-2, warmup_frac=0.0))
+  step = step_lib.jit_distill_step(parts, parts, losses.LossConfig(ot=ot.OTConfig(num_iterations=20)),
                               tx, layer_index=2)
-  state = train.init_state(jax.tree.map(jnp.array, params), tx, 0)
-  batch = train.make_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],
+  state = state_lib.init_state(jax.tree.map(jnp.array, params), tx, 0)
+  batch = batches.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],
                            src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
                            batch_size=8)
   seen = []

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from optical_jax import text
 from optical_jax.models import heads as heads_lib
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
 import tiny_checkpoints
@@ -45,7 +45,7 @@ def _perturbed(model, seed=1):
                          ids=["bert", "xlm-roberta"])
 def test_export_round_trip(writer, tmp_path, multilingual_texts):
   src = writer(tmp_path / "src")
-  tok = text.Tokenizer.from_pretrained(src)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(src)
   model = _perturbed(weights.load_pretrained(str(src)))
   out = weights.export_pretrained(model, tmp_path / "exported", tokenizer=tok)
 
@@ -79,7 +79,7 @@ def test_sentence_transformers_loads_the_export(bert_dir, tmp_path, multilingual
   tensors["linear.bias"] = rng.normal(size=(8,)).astype(np.float32)
   cfg = weights.load_pretrained(str(bert_dir)).encoder.cfg
   model = weights.model_from_tensors(tensors, cfg, head)
-  tok = text.Tokenizer.from_pretrained(bert_dir)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(bert_dir)
   out = weights.export_pretrained(model, tmp_path / "st", tokenizer=tok,
                                   prompts={"query": "query: "})
   ours = np.asarray(model(*map(jnp.asarray, (lambda b: (b.ids, b.mask))(

@@ -19,9 +19,6 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from optical_jax import calibration  # noqa: E402
-from optical_jax import experiments  # noqa: E402
-
 
 def get_config(arg: str | None = None):
   smoke = common.check_arg("calibration", arg, (None, "smoke"))
@@ -29,14 +26,14 @@ def get_config(arg: str | None = None):
   root = common.data_root(smoke)
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   c.eval.update(collection="multi30k", languages=("fr",), doc_language="en",
-                split="test_2016_flickr", manual_dir=str(root / "multi30k"), data_dir=tfds)
-  c.calibration = calibration.config_block()
+                split="test_2016_flickr", manual_dir=str(root / "multi30k"))
+  c.data.tfds_dir = tfds
   if smoke:
     c.calibration.n_bins = 5
   grid = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
           ("optical", {"method": "optical"})]
-  c.experiment = experiments.experiment_block(
-      grid, seeds=(0,) if smoke else (0, 1, 2), job="optical_jax.calibration:run",
-      metrics=("ECE", "Brier", "nDCG@10", "MRR@10"))
+  c.experiment.update(grid=grid, seeds=(0,) if smoke else (0, 1, 2),
+                      job="optical_jax.jobs.calibration:run",
+                      metrics=("ECE", "Brier", "nDCG@10", "MRR@10"))
   c.lock()
   return c

@@ -21,7 +21,6 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from optical_jax import experiments  # noqa: E402
 
 RATES = (0.0, 0.15, 0.3, 0.5)
 
@@ -34,16 +33,16 @@ def get_config(arg: str | None = None):
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   if mlqa:
     c.eval.update(collection="mlqa", languages=("de",) if smoke else ("de", "es", "hi", "vi"),
-                  doc_language="en", split="test", manual_dir=str(root / "mlqa"), data_dir=tfds)
+                  doc_language="en", split="test", manual_dir=str(root / "mlqa"))
   else:
     c.eval.update(collection="miracl", languages=("sw", "yo") if smoke else ("sw", "yo", "te"),
-                  split="dev", manual_dir=str(root / "miracl"), data_dir=tfds)
+                  split="dev", manual_dir=str(root / "miracl"))
+  c.data.tfds_dir = tfds
   c.eval.metrics = ("R@1", "R@5", "R@10", "R@100", "nDCG@10")
   c.data.codeswitch_induce_pairs = 0 if smoke else 10_000    # 0: all (the smoke's 64)
   rates = (0.0, 0.3) if smoke else RATES
   metrics = ("R@1", "R@5", "R@10", "R@100") + tuple(f"R@10/{l}" for l in c.eval.languages)
-  c.experiment = experiments.experiment_block(
-      [("plain", {})] + [(f"codeswitch={r}", {"data.codeswitch_rate": r}) for r in rates if r],
-      seeds=(0,) if smoke else (0, 1, 2), metrics=metrics)
+  grid = [("plain", {})] + [(f"codeswitch={r}", {"data.codeswitch_rate": r}) for r in rates if r]
+  c.experiment.update(grid=grid, seeds=(0,) if smoke else (0, 1, 2), metrics=metrics)
   c.lock()
   return c

@@ -18,7 +18,6 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from optical_jax import experiments  # noqa: E402
 
 LANGS = ("de", "es", "fr", "hi", "th")
 
@@ -33,13 +32,14 @@ def get_config(arg: str | None = None):
   if not smoke:
     c.data.update(source="mix", mix_sources=tuple(f"{l}:bitext:{root / 'bitext' / l}"
                                                   for l in langs), tfds_dir=tfds)
-  c.intent.update(data_dir=tfds, manual_dir=str(root / "mtop"), languages=("en",) + langs)
+  c.data.tfds_dir = tfds
+  c.intent.update(manual_dir=str(root / "mtop"), languages=("en",) + langs)
   if smoke:
     c.intent.update(epochs=5, batch_size=4)
   grid = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
           ("optical", {"method": "optical"})]
-  c.experiment = experiments.experiment_block(
-      grid, seeds=(0,) if smoke else (0, 1, 2), job="optical_jax.intent:run",
-      metrics=("accuracy",) + tuple(f"accuracy/{l}" for l in ("en",) + langs))
+  c.experiment.update(grid=grid, seeds=(0,) if smoke else (0, 1, 2),
+                      job="optical_jax.jobs.intent:run",
+                      metrics=("accuracy",) + tuple(f"accuracy/{l}" for l in ("en",) + langs))
   c.lock()
   return c

@@ -19,7 +19,6 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402  (configs are files, not a package)
 
-from optical_jax import experiments  # noqa: E402
 
 GRID = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
         ("kd_token", {"method": "kd_token"}), ("optical", {"method": "optical"}),
@@ -36,8 +35,7 @@ def get_config(arg: str | None = None):
   if arg == "pure":
     c.loss.contrastive_weight = 0.0
   grid = GRID if not smoke else [GRID[0], GRID[1], GRID[3]]
-  c.experiment = experiments.experiment_block(
-      grid, seeds=(0,) if smoke else (0, 1, 2), baseline="zero_shot",
-      also_against=("kd_mse",), metrics=("nDCG@10", "MRR@10", "R@100"))
+  c.experiment.update(grid=grid, seeds=(0,) if smoke else (0, 1, 2), baseline="zero_shot",
+                      also_against=("kd_mse",), metrics=("nDCG@10", "MRR@10", "R@100"))
   c.lock()
   return c

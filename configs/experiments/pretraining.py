@@ -17,7 +17,6 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from optical_jax import experiments  # noqa: E402
 
 HIGH, LOW = ("fr", "de"), ("sw", "yo")
 
@@ -34,11 +33,10 @@ def get_config(arg: str | None = None):
                                                   for l in langs),
                   mix_temperature=1.0, tfds_dir=tfds)
   c.eval.update(collection="miracl", languages=langs, high_languages=high, split="dev",
-                manual_dir=str(root / "miracl"), data_dir=tfds, metrics=("MAP", "nDCG@10"))
+                manual_dir=str(root / "miracl"), metrics=("MAP", "nDCG@10"))
   metrics = ("MAP", "MAP/high", "MAP/low", "MAP/gap") + tuple(f"MAP/{l}" for l in langs)
   grid = [("optical", {}), ("optical+mlm", {"pretrain.mlm_weight": 1.0}),
           ("optical+mlm+tlm", {"pretrain.mlm_weight": 1.0, "pretrain.tlm_weight": 1.0})]
-  c.experiment = experiments.experiment_block(grid, seeds=(0,) if smoke else (0, 1, 2),
-                                              metrics=metrics)
+  c.experiment.update(grid=grid, seeds=(0,) if smoke else (0, 1, 2), metrics=metrics)
   c.lock()
   return c

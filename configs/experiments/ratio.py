@@ -18,7 +18,6 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402  (configs are files, not a package)
 
-from optical_jax import experiments  # noqa: E402
 
 HIGH, LOW = ("fr", "de"), ("sw", "yo")
 RATIOS = ("0:1", "1:3", "1:1", "3:1")
@@ -45,11 +44,10 @@ def get_config(arg: str | None = None):
   c.data.update(source="mix", mix_sources=sources, mix_high=high, mix_ratio=ratios[-1],
                 tfds_dir=tfds)
   c.eval.update(collection="miracl", languages=langs, high_languages=eval_high, split="dev",
-                manual_dir=str(root / "miracl"), data_dir=tfds)
+                manual_dir=str(root / "miracl"))
   metrics = ("nDCG@10", "nDCG@10/high", "nDCG@10/low", "nDCG@10/gap") + tuple(
       f"nDCG@10/{l}" for l in langs)
-  c.experiment = experiments.experiment_block(
-      [(f"high{r.replace(':', '-')}", {"data.mix_ratio": r}) for r in ratios],
-      seeds=seeds, metrics=metrics)
+  grid = [(f"high{r.replace(':', '-')}", {"data.mix_ratio": r}) for r in ratios]
+  c.experiment.update(grid=grid, seeds=seeds, metrics=metrics)
   c.lock()
   return c

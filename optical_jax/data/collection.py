@@ -13,6 +13,7 @@ import os
 from typing import Mapping
 
 from optical_jax.data import bitext
+from optical_jax.data import trec
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,10 @@ def read_collection(queries_path: PathLike, corpus_path: PathLike,
     ValueError: a bad line (`file:line: why`), or judged queries missing from
       the queries file.
   """
-  from optical_jax import evaluate  # scipy, ir-measures: only when reading qrels
 
   queries = read_texts(queries_path)
   docs = read_texts(corpus_path)
-  qrels = evaluate.read_qrels(qrels_path)
+  qrels = trec.read_qrels(qrels_path)
   missing = [q for q in qrels if q not in queries]
   if missing:
     raise ValueError(f"{os.fspath(qrels_path)} judges {len(missing)} queries absent from "

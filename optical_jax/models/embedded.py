@@ -33,15 +33,18 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import struct
 import unicodedata
 
 import numpy as np
+from safetensors.numpy import save_file
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import heads as heads_lib
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights as weights_lib
 
 log = logging.getLogger(__name__)
@@ -247,15 +250,13 @@ def ensure_converted(cache_dir: str | os.PathLike | None = None) -> pathlib.Path
   if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp:
     return out
   log.info("converting %s into %s (once)", src, out)
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  from optical_jax import text             # pylint: disable=g-import-not-at-top
   hf_config, tensors, pieces, special, norm = read_e5s1(src)
   tmp = out.with_name(out.name + f".tmp{os.getpid()}")
   tmp.mkdir(parents=True, exist_ok=True)
   (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
   save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
   names = {i: pieces[i][0] for i in special.values()}
-  tok = text.Tokenizer(
+  tok = tokenizer_lib.Tokenizer(
       build_tokenizer(pieces, special, norm),
       {"bos_token": names[special["bos"]], "cls_token": names[special["bos"]],
        "eos_token": names[special["eos"]], "sep_token": names[special["eos"]],
@@ -270,7 +271,6 @@ def ensure_converted(cache_dir: str | os.PathLike | None = None) -> pathlib.Path
       {"source": str(src), "fingerprint": fp, "format_version": _FORMAT_VERSION,
        "prefixes": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX}}, indent=2))
   if out.exists():
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(out)
   tmp.rename(out)   # atomic: a crash mid-conversion never leaves a half cache
   return out

@@ -361,7 +361,7 @@ def export_pretrained(model: heads_lib.TextModel, directory: str | os.PathLike,
   Args:
     model: the model (e.g. a distilled student).
     directory: created if needed; existing files of the same names are replaced.
-    tokenizer: a `text.Tokenizer` (or anything with `save(directory)`) to
+    tokenizer: a `tokenizer.Tokenizer` (or anything with `save(directory)`) to
       write beside the weights.
     prompts: sentence-transformers prompts, e.g. {"query": "query: "}.
   """

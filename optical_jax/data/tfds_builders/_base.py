@@ -41,6 +41,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from optical_jax.data import bitext
+from optical_jax.data.tfds_builders import network
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,11 @@ class OpticalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def require_online(self, url: str, manual_dir: pathlib.Path, missing: Sequence[str]) -> None:
     """Before downloading: an `OfflineError` within seconds, listing the files
     to put in `manual_dir`, when `url` cannot be reached."""
-    # pylint: disable-next=g-import-not-at-top  (the package imports this module)
-    from optical_jax.data import tfds_builders
     try:
-      tfds_builders.require_online(url, str(self.missing_files_error(manual_dir, missing)))
-    except tfds_builders.OfflineError as e:
+      network.require_online(url, str(self.missing_files_error(manual_dir, missing)))
+    except network.OfflineError as e:
       config = f" ({self.builder_config.name})" if self.builder_config else ""
-      raise tfds_builders.OfflineError(
+      raise network.OfflineError(
           f"{self.name}{config}: the files are not in manual_dir and cannot be "
           f"downloaded: {e}") from None
 

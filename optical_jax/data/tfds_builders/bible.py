@@ -26,8 +26,8 @@ import tensorflow_datasets as tfds
 
 from optical_jax.data import bible as bible_lib
 from optical_jax.data import collection as collection_lib
-from optical_jax.data import tfds_builders
 from optical_jax.data.tfds_builders import _base
+from optical_jax.data.tfds_builders import loading
 
 
 @dataclasses.dataclass(eq=False)
@@ -85,7 +85,7 @@ def read_pairs(source) -> list[bible_lib.VersePair]:
 
 def bible_collection(config="default", data_dir=None) -> collection_lib.EvalCollection:
   """The held-out books as an `EvalCollection`, as `bible.split_bible` builds it."""
-  b = tfds_builders.prepare("bible", config, data_dir)
+  b = loading.prepare("bible", config, data_dir)
   heldout = read_pairs(b.as_data_source(split="heldout"))
   books = tuple(dict.fromkeys(p.book for p in heldout))
   _, coll = bible_lib.split_bible(heldout, books)

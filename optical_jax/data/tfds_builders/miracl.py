@@ -44,8 +44,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from optical_jax.data import collection as collection_lib
-from optical_jax.data import tfds_builders
+from optical_jax.data import trec
 from optical_jax.data.tfds_builders import _base
+from optical_jax.data.tfds_builders import loading
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,7 @@ class OpticalMiraclQrels(_MiraclBase):
     return {split: self._generate_examples(path) for split, path in files.items()}
 
   def _generate_examples(self, path):
-    from optical_jax import evaluate  # ir-measures, scipy: only here
-    qrels = evaluate.read_qrels(path)  # `path:line: why` for a bad line
+    qrels = trec.read_qrels(path)  # `path:line: why` for a bad line
     rows = ((q, d, g) for q, judged in qrels.items() for d, g in judged.items())
     for i, (qid, docid, grade) in enumerate(_base.nonempty(rows, str(path))):
       yield i, {"qid": qid, "docid": docid, "relevance": grade}
@@ -222,7 +222,7 @@ def miracl_collection(lang: str, split: str = "dev", data_dir=None, manual_dir=N
   Raises:
     ValueError: judged queries missing from the topics (from `EvalCollection`).
   """
-  load = tfds_builders.load
+  load = loading.load
   qrels: dict[str, dict[str, int]] = {}
   for ex in load("miracl_qrels", lang, data_dir, manual_dir, split):
     qrels.setdefault(_base.text(ex["qid"]), {})[_base.text(ex["docid"])] = int(ex["relevance"])

@@ -40,8 +40,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from optical_jax.data import collection as collection_lib
-from optical_jax.data import tfds_builders
 from optical_jax.data.tfds_builders import _base
+from optical_jax.data.tfds_builders import loading
+from optical_jax.data.tfds_builders import network
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def mlqa_collection(question_lang: str, context_lang: str, split: str = "test",
   Queries are `{id: question}`, documents the distinct passages of the file
   `{context_id: context}`, qrels `{id: {context_id: 1}}`.
   """
-  source = tfds_builders.load("mlqa", f"{question_lang}-{context_lang}", data_dir,
+  source = loading.load("mlqa", f"{question_lang}-{context_lang}", data_dir,
                               manual_dir, split)
   queries, docs, qrels = {}, {}, {}
   for ex in source:
@@ -217,7 +218,7 @@ def catalog_unavailable(timeout: float | None = None) -> str | None:
   It needs the network (it downloads the zip) and TensorFlow (TFDS unzips with
   `tf.io.gfile`). Told within `timeout` seconds (default 3).
   """
-  reason = tfds_builders.offline_reason(URL, timeout)
+  reason = network.offline_reason(URL, timeout)
   if reason is not None:
     return f"cannot download {URL}: {reason}"
   if importlib.util.find_spec("tensorflow") is None:
@@ -236,7 +237,7 @@ def load_catalog(lang: str, data_dir=None, split: str | None = None):
   if reason is not None:
     instead = (f"Use the optical_mlqa builder with config '{lang}-{lang}' instead: it reads the "
                f"same release from manual_dir, or downloads and unzips it without TensorFlow.")
-    error = ImportError if reason.startswith("TFDS") else tfds_builders.OfflineError
+    error = ImportError if reason.startswith("TFDS") else network.OfflineError
     raise error(f"catalog mlqa/{lang}: {reason}.\n{instead}")
   builder = catalog_builder(lang, data_dir)
   _base.prepare(builder)

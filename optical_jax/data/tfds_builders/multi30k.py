@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from optical_jax.data import collection as collection_lib
-from optical_jax.data import tfds_builders
 from optical_jax.data.tfds_builders import _base
+from optical_jax.data.tfds_builders import loading
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ A manual_dir holding the files directly (<manual_dir>/train.en) works too.
 def multi30k_collection(query_lang: str, doc_lang: str, split: str = "test_2016_flickr",
                         data_dir=None, manual_dir=None) -> collection_lib.EvalCollection:
   """Captions in `query_lang` -> the captions in `doc_lang` of the same split."""
-  source = tfds_builders.load("multi30k", f"{query_lang}-{doc_lang}", data_dir, manual_dir,
+  source = loading.load("multi30k", f"{query_lang}-{doc_lang}", data_dir, manual_dir,
                               split)
   queries, docs, qrels = {}, {}, {}
   for ex in source:

@@ -2,7 +2,7 @@
 
 Evaluation (`eval.collection` = miracl | mlqa | multi30k, over `eval.languages`):
 each language's collection comes from its TFDS builder (prepared from
-`eval.manual_dir` into `eval.data_dir`), and they are merged into one
+`eval.manual_dir` into `data.tfds_dir`), and they are merged into one
 `EvalCollection` whose ids carry the language, `sw/q17`, `sw/d3`. The
 evaluator searches each language's queries among that language's documents
 only (`language_of`), and reports every metric overall (all queries) and per
@@ -32,8 +32,15 @@ from typing import Mapping
 import ml_collections
 import numpy as np
 
+from optical_jax.data import bible
 from optical_jax.data import collection as collection_lib
 from optical_jax.data import mixing
+from optical_jax.data.tfds_builders import _base
+from optical_jax.data.tfds_builders import bitext as bitext_builder
+from optical_jax.data.tfds_builders import loading
+from optical_jax.data.tfds_builders import miracl
+from optical_jax.data.tfds_builders import mlqa
+from optical_jax.data.tfds_builders import multi30k
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +70,10 @@ def _dir(path: str) -> str | None:
   return os.path.expanduser(path) if path else None
 
 
-def language_collection(e: ml_collections.ConfigDict, lang: str) -> collection_lib.EvalCollection:
+def language_collection(e: ml_collections.ConfigDict, lang: str, tfds_dir: str = ""
+                        ) -> collection_lib.EvalCollection:
   """`eval.collection`'s collection for one language (prepared if needed)."""
-  from optical_jax.data.tfds_builders import miracl, mlqa, multi30k  # pylint: disable=g-import-not-at-top
-  kw = dict(data_dir=_dir(e.data_dir), manual_dir=_dir(e.manual_dir))
+  kw = dict(data_dir=_dir(tfds_dir), manual_dir=_dir(e.manual_dir))
   if e.collection == "miracl":
     return miracl.miracl_collection(lang, e.split or "dev", **kw)
   if e.collection == "mlqa":
@@ -76,14 +83,15 @@ def language_collection(e: ml_collections.ConfigDict, lang: str) -> collection_l
   raise ValueError(f"eval.collection={e.collection!r} is not a benchmark layout {LAYOUTS}")
 
 
-def eval_collection(e: ml_collections.ConfigDict, subsample) -> collection_lib.EvalCollection:
+def eval_collection(e: ml_collections.ConfigDict, subsample, tfds_dir: str = ""
+                    ) -> collection_lib.EvalCollection:
   """The merged collection of `eval.languages`, each subsampled by `subsample`."""
   if not e.languages:
     raise ValueError(f"config.eval.languages is empty: eval.collection={e.collection!r} "
                      "evaluates per language")
   per_language = {}
   for lang in e.languages:
-    col = subsample(language_collection(e, lang), e.max_queries, e.max_docs)
+    col = subsample(language_collection(e, lang, tfds_dir), e.max_queries, e.max_docs)
     log.info("eval %s %s: %d queries x %d documents", e.collection, lang, len(col.queries),
              len(col.docs))
     per_language[lang] = col
@@ -100,10 +108,6 @@ def _parse_source(spec: str) -> tuple[str, str, str]:
 
 def _pairs(config: ml_collections.ConfigDict, lang: str, kind: str, location: str
            ) -> tuple[list[str], list[str]]:
-  from optical_jax.data import bible  # pylint: disable=g-import-not-at-top
-  from optical_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
-  from optical_jax.data.tfds_builders import _base  # pylint: disable=g-import-not-at-top
-  from optical_jax.data.tfds_builders import bitext as bitext_builder  # pylint: disable=g-import-not-at-top
   d = config.data
   if kind == "bible":
     train, _ = bible.split_bible(bible.load_bible_pairs(), heldout_books=tuple(d.heldout_books))
@@ -114,10 +118,10 @@ def _pairs(config: ml_collections.ConfigDict, lang: str, kind: str, location: st
         name=f"{d.format}-{lang}", format=d.format, src_column=d.src_column,
         tgt_column=d.tgt_column, has_header=d.has_header, src_key=d.src_key,
         tgt_key=d.tgt_key, on_bad_line=d.on_bad_line)
-    source = tfds_builders.load("bitext", builder_config, data_dir,
+    source = loading.load("bitext", builder_config, data_dir,
                                 os.path.expanduser(location), "train")
   else:
-    source = tfds_builders.load("multi30k", f"{lang}-en", data_dir,
+    source = loading.load("multi30k", f"{lang}-en", data_dir,
                                 os.path.expanduser(location), "train")
   src, tgt = [], []
   for ex in source:

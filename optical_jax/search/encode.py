@@ -1,4 +1,4 @@
-"""Batch inference: many texts through a model, fast.
+"""Texts through a model, fast: pooled vectors, or token vectors for MaxSim.
 
 Texts are sorted by length before batching, so most batches fall into a short
 length bucket (Bible verses and queries are far shorter than 512 tokens), then
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from optical_jax import text
 from optical_jax.models import heads as heads_lib
+from optical_jax.models import tokenizer as tokenizer_lib
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def _pooled(model: heads_lib.TextModel, ids: jax.Array, mask: jax.Array) -> jax.
   return model(ids, mask).astype(jnp.float32)
 
 
-def encode_texts(model: heads_lib.TextModel, tokenizer: text.Tokenizer, texts: Sequence[str],
+def encode_texts(model: heads_lib.TextModel, tokenizer: tokenizer_lib.Tokenizer,
+                 texts: Sequence[str],
                  *, prefix: str = "", batch_size: int = 64, max_length: int | None = None,
                  desc: str | None = None, progress: bool = True) -> np.ndarray:
   """Pooled retrieval vectors of `texts`.
@@ -84,7 +85,8 @@ def fingerprint(model: heads_lib.TextModel, texts: Sequence[str], **settings) ->
 
 
 def encode_texts_cached(cache_dir: str | os.PathLike, model: heads_lib.TextModel,
-                        tokenizer: text.Tokenizer, texts: Sequence[str], *, prefix: str = "",
+                        tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], *,
+                        prefix: str = "",
                         batch_size: int = 64, max_length: int | None = None,
                         **kwargs) -> np.ndarray:
   """`encode_texts`, stored in `cache_dir` under the `fingerprint` of its inputs.
@@ -113,3 +115,32 @@ def encode_texts_cached(cache_dir: str | os.PathLike, model: heads_lib.TextModel
   np.save(tmp, vecs)
   os.replace(tmp, path)
   return vecs
+
+
+@nnx.jit
+def _token_vectors(model: heads_lib.TextModel, ids: jax.Array, mask: jax.Array) -> jax.Array:
+  # L2-normalised last-layer token vectors, as the late-interaction teacher scores them.
+  tokens = model.head.tokens(model.encoder(ids, mask))
+  return heads_lib.l2_normalize(tokens.astype(jnp.float32))
+
+
+def encode_tokens(model: heads_lib.TextModel, tokenizer: tokenizer_lib.Tokenizer,
+                  texts: Sequence[str], *, prefix: str = "", batch_size: int = 64,
+                  max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """L2-normalised token vectors of `texts` for MaxSim.
+
+  Returns:
+    `(tokens [N, L, D] float32, mask [N, L] int32)`, L the longest length
+    bucket used: N * L * D * 4 bytes, for small collections.
+  """
+  parts = []
+  for start in range(0, len(texts), batch_size):
+    enc = tokenizer.encode(list(texts[start:start + batch_size]), prefix=prefix,
+                           max_length=max_length, batch_size=batch_size)
+    vecs = np.asarray(_token_vectors(model, jnp.asarray(enc.ids), jnp.asarray(enc.mask)))
+    parts.append((vecs[:enc.num_texts], enc.mask[:enc.num_texts]))
+  length = max(m.shape[1] for _, m in parts)
+  tokens = np.concatenate([np.pad(v, ((0, 0), (0, length - v.shape[1]), (0, 0)))
+                           for v, _ in parts])
+  mask = np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in parts])
+  return tokens, mask

@@ -10,7 +10,6 @@ answered from ordinary runs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 from typing import Literal, Mapping
@@ -19,14 +18,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import optimize, special
 
-from optical_jax.evaluate import PathLike, trec_order
+from optical_jax.data.trec import PathLike
+from optical_jax.data.trec import trec_order
 
 log = logging.getLogger(__name__)
 
 # |slope| of the standardized Platt fit beyond which the data are (nearly)
 # separable and the maximum-likelihood slope runs off to infinity.
 _SEPARABLE_SLOPE = 30.0
-
 
 
 def _check_pairs(values: np.ndarray, labels: np.ndarray,
@@ -202,13 +201,6 @@ def split_by_query(qids: np.ndarray, dev_fraction: float = 0.5, seed: int = 0) -
   return np.array([str(q) in dev for q in qids], dtype=bool)
 
 
-def config_block():
-  """The `calibration` block the `run` job reads (experiment configs add it)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict({"dev_fraction": 0.5, "n_bins": 15, "strategy": "uniform",
-                                    "split_seed": 0})
-
-
 def calibrate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
                   *, k: int, dev_fraction: float, n_bins: int, strategy: str, split_seed: int,
                   plot: PathLike | None = None, title: str = "") -> dict[str, float]:
@@ -230,33 +222,3 @@ def calibrate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Ma
   return {"ECE": expected_calibration_error(probs, labels[~dev], n_bins, strategy),
           "Brier": brier_score(probs, labels[~dev]), "platt_a": platt.a, "platt_b": platt.b,
           "test_pairs": int((~dev).sum())}
-
-
-def run(config, workdir: str) -> dict:
-  """The calibration experiment's job (`optical_jax.calibration:run`).
-
-  Runs the distill job (for `method='zero_shot'` it only evaluates), then
-  calibrates each query encoder's scores (`calibrate_run`, the same dev / test
-  split of the queries for every cell and seed: `calibration.split_seed`) and
-  adds ECE and Brier to its metrics. Writes WORKDIR/calibration/NAME.png and
-  results.json.
-  """
-  from optical_jax import distill  # pylint: disable=g-import-not-at-top  (heavy; imports us)
-  from optical_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from optical_jax.data import sources  # pylint: disable=g-import-not-at-top
-  block = dict(config_block().to_dict(), **(config.get("calibration") or {}))
-  results = distill.run(config, workdir)
-  qrels = sources.load(config, need_train_data=False)[2].qrels
-  out = pathlib.Path(workdir) / "calibration"
-  report = {}
-  for name in ("zero_shot", "optical"):
-    path = pathlib.Path(workdir) / "eval" / f"{name}.run"
-    if name not in results or not path.exists():
-      continue
-    report[name] = calibrate_run(
-        evaluate.read_run(path), qrels, k=config.eval.k, plot=out / f"{name}.png",
-        title=f"{name} ({config.method})", **block)
-    results[name] = dict(results[name], ECE=report[name]["ECE"], Brier=report[name]["Brier"])
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "results.json").write_text(json.dumps(report, indent=2))
-  return results

@@ -19,7 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tqdm
 
-from optical_jax.retrieval import _NORM_EPS, _SIMILARITIES, Array, Similarity, topk
+from optical_jax.search.chunks import Array
+from optical_jax.search.chunks import NORM_EPS
+from optical_jax.search.chunks import SIMILARITIES
+from optical_jax.search.chunks import Similarity
+from optical_jax.search.topk import topk
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def build_index(encode_fn: Callable[[list[str]], np.ndarray], texts: Sequence[st
   """
   if len(texts) != len(docids) or not texts:
     raise ValueError(f"need as many docids as texts, and some: {len(texts)}, {len(docids)}")
-  if dtype not in ("float16", "float32") or similarity not in _SIMILARITIES:
+  if dtype not in ("float16", "float32") or similarity not in SIMILARITIES:
     raise ValueError(f"bad dtype {dtype!r} or similarity {similarity!r}")
   seen: dict[str, int] = {}
   for i, docid in enumerate(docids):
@@ -137,7 +141,7 @@ def build_index(encode_fn: Callable[[list[str]], np.ndarray], texts: Sequence[st
         raise ValueError(f"encode_fn gave non-finite values for texts {start}..")
       dim = emb.shape[1]
       if similarity == "cos":
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), _NORM_EPS)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), NORM_EPS)
       emb = emb.astype(dtype)
       if not np.isfinite(emb).all():
         raise ValueError(f"embeddings of texts {start}.. overflow {dtype}; use float32")

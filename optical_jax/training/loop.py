@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 import tqdm
 
-from optical_jax import checkpoint as checkpoint_lib
 from optical_jax import config as config_lib
-from optical_jax import metrics_log
-from optical_jax import train as train_lib
+from optical_jax.training import checkpoint as checkpoint_lib
+from optical_jax.training import metric_log
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Loop:
   step: Callable[[Any, Mapping[str, Any]], tuple[Any, Mapping[str, Any]]]
   to_host: Callable[[Any], Any]
   ckpt: checkpoint_lib.Checkpointer
-  logger: metrics_log.MetricLogger
+  logger: metric_log.MetricLogger
   meta: Mapping[str, Any]
   schedule: Callable[[int], Any]
   log_every: int
@@ -62,6 +62,21 @@ class Loop:
   eval_every: int = 0
   desc: str = "train"
   unit: str = "pairs"
+
+
+class Throughput:
+  """Pairs per second over the recent steps (excluding the first, compiling one)."""
+
+  def __init__(self):
+    self.start, self.pairs = None, 0
+
+  def update(self, pairs: int) -> float:
+    now = time.perf_counter()
+    if self.start is None:
+      self.start = now
+      return 0.0
+    self.pairs += pairs
+    return self.pairs / max(now - self.start, 1e-9)
 
 
 def restore(workdir, config, state: Any, resume_keys: tuple[str, ...]
@@ -95,7 +110,7 @@ def run(loop: Loop, state: Any, start: int) -> Any:
     SystemExit: a SIGTERM / SIGINT arrived; the state was saved first.
   """
   ckpt = loop.ckpt
-  throughput = train_lib.Throughput()
+  throughput = Throughput()
   bar = tqdm.tqdm(total=loop.steps, initial=start, desc=loop.desc, unit="step",
                   disable=not loop.progress)
   last_good = ckpt.latest_step()

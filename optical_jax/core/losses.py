@@ -18,6 +18,9 @@ side the student must match: documents are "passage: "-encoded).
   (`token_alignment`), the classic alternative to a soft transport plan; on
   unit vectors, so it is OT's cost under a hard plan.
 
+The teacher job's objective is here too: `triple_loss`, InfoNCE over in-batch
+positives and hard negatives, dense or late-interaction scored.
+
 The total is their weighted sum; `LossConfig` holds the weights. A method
 (`config.method`) names which terms train; `for_method` turns it into the
 weights (the in-batch contrastive term goes with every method).
@@ -31,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optical_jax import ot
+from optical_jax.core import ot
 
 
 # method -> the alignment terms it trains with, beside the contrastive term.
@@ -308,3 +311,84 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
   metrics["pos_cos"] = jnp.sum(jnp.where(own & valid[:, None], sims, 0)) / n_valid
   metrics["neg_cos"] = jnp.sum(jnp.where(off, sims, 0)) / n_off
   return total, metrics
+
+# ----------------------------------------------------------------------------
+# The teacher's objective: (query, positive, hard negative) triples.
+
+SCORINGS = ("dense", "late_interaction")
+# Masked similarities: finite, so no -inf reaches a gradient.
+_NEG = -1e9
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  """float32 unit vectors along the last axis; zero vectors stay zero."""
+  x = x.astype(jnp.float32)
+  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+  return x / jnp.maximum(norm, 1e-12)
+
+
+def in_batch_scores(queries: jax.Array, query_mask: jax.Array | None, docs: jax.Array,
+                    doc_mask: jax.Array | None, scoring: str) -> jax.Array:
+  """Similarity of every query to every candidate passage, float32 `[B, N]`.
+
+  Args:
+    queries: dense: `[B, D]` pooled vectors; late_interaction: `[B, Lq, D]`
+      token vectors. L2-normalised here (any norm in).
+    query_mask: late_interaction: `[B, Lq]`, 1 on real tokens (dense: unused).
+    docs, doc_mask: `[N, D]`, or `[N, Ld, D]` and `[N, Ld]`, likewise.
+    scoring: 'dense' (cosine) or 'late_interaction' (MaxSim: the sum over real
+      query tokens of the best cosine over real passage tokens, as
+      `late_interaction.maxsim` scores at evaluation).
+  """
+  q, d = _unit(queries), _unit(docs)
+  if scoring == "dense":
+    return q @ d.T
+  if scoring != "late_interaction":
+    raise ValueError(f"scoring={scoring!r}: expected one of {SCORINGS}")
+  sim = jnp.einsum("bid,njd->bnij", q, d)                            # [B, N, Lq, Ld]
+  best = jnp.max(jnp.where(doc_mask[None, :, None, :].astype(bool), sim, _NEG), axis=-1)
+  return jnp.sum(jnp.where(query_mask[:, None, :].astype(bool), best, 0.0), axis=-1)
+
+
+def triple_loss(queries: jax.Array, positives: jax.Array, negatives: jax.Array, *,
+                scoring: str, temperature: float, query_mask: jax.Array | None = None,
+                positive_mask: jax.Array | None = None, negative_mask: jax.Array | None = None,
+                valid: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """InfoNCE over in-batch positives and hard negatives.
+
+  Query i's candidates are all B positives then all B hard negatives; the
+  label is its own positive (column i):
+
+    loss = mean_i [ logsumexp_j s[i, j] / T  -  s[i, i] / T ],  s = scores [B, 2B].
+
+  Args:
+    queries: `[B, D]` (dense) or `[B, Lq, D]` (late_interaction).
+    positives, negatives: `[B, D]` or `[B, Ld, D]`; row i belongs to query i.
+    scoring: 'dense' or 'late_interaction' (see `in_batch_scores`).
+    temperature: scores are divided by it.
+    query_mask, positive_mask, negative_mask: late_interaction: `[B, L]` real
+      tokens.
+    valid: `[B]` bool; an invalid row (batch padding) is neither a query nor
+      a candidate (its positive and negative columns are dropped).
+
+  Returns:
+    (mean cross-entropy over valid queries, metrics: 'accuracy' (own positive
+    scored first), 'pos_score', 'hard_neg_score' (own, unscaled means)), all
+    float32 scalars.
+  """
+  b = queries.shape[0]
+  valid = jnp.ones((b,), bool) if valid is None else valid.astype(bool)
+  docs = jnp.concatenate([positives, negatives])
+  doc_mask = None if positive_mask is None else jnp.concatenate([positive_mask, negative_mask])
+  s = in_batch_scores(queries, query_mask, docs, doc_mask, scoring)          # [B, 2B]
+  cols = jnp.concatenate([valid, valid])
+  logits = jnp.where(cols[None, :], s / temperature, _NEG)
+  labels = jnp.arange(b)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  n = jnp.maximum(jnp.sum(valid), 1)
+
+  def mean(x):
+    return jnp.sum(jnp.where(valid, x, 0.0)) / n
+  metrics = {"accuracy": mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)),
+             "pos_score": mean(s[labels, labels]), "hard_neg_score": mean(s[labels, labels + b])}
+  return mean(ce), jax.lax.stop_gradient(metrics)

@@ -3,8 +3,8 @@
 score(q, n) = sum over real query tokens i of the max over real doc tokens j of
 `q_tokens[q, i] . d_tokens[n, j]`. `maxsim` scores every query against every
 doc a chunk of docs at a time; `rerank_maxsim` re-ranks per-query candidate rows
-(e.g. a dense `retrieval.topk`). Both read only the doc rows they need, so the
-doc arrays may be memory-mapped. `optical_jax.retrieval` re-exports both.
+(e.g. a dense `topk.topk`). Both read only the doc rows they need, so the
+doc arrays may be memory-mapped.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optical_jax import retrieval
+from optical_jax.search import chunks
 
 Array = np.ndarray | jax.Array
 
@@ -68,9 +68,9 @@ def maxsim(q_tokens: Array, q_mask: Array, d_tokens: Array, d_mask: Array, *,
                      f"docs {d_tokens.shape}, {d_mask.shape}")
   out = np.empty((num_q, n), np.float32)
   # One chunk shape for all chunks (the last shifted back), so one compile.
-  c = retrieval._balanced(n, doc_chunk_size) if n else 0
+  c = chunks.balanced(n, doc_chunk_size) if n else 0
   q_tokens, q_mask = jnp.asarray(q_tokens), jnp.asarray(q_mask)
-  for start, real in retrieval._chunk_starts(n, c) if n else []:
+  for start, real in chunks.chunk_starts(n, c) if n else []:
     s = _maxsim_block(q_tokens, q_mask, d_tokens[real:real + c], d_mask[real:real + c],
                       precision=precision)
     out[:, start:real + c] = np.asarray(s)[:, start - real:]

@@ -74,6 +74,15 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
+def configured_mesh(parallel: Any) -> Mesh | None:
+  """The mesh of a config's `parallel` block, or None for a plain single-device
+  step (`use_mesh='auto'` on one device, or 'no')."""
+  use = parallel.use_mesh
+  if use == "no" or (use == "auto" and jax.device_count() == 1):
+    return None
+  return make_mesh(parallel.mesh.to_dict())
+
+
 def resolve_rules(rules: str | Sequence[Sequence[str]]) -> tuple[tuple[str, str], ...]:
   if isinstance(rules, str):
     if rules not in RULE_PRESETS:
@@ -115,7 +124,7 @@ def spec_for(logical: Sequence[str | None] | None, shape: Sequence[int],
 
 def param_shardings(templates: Sequence[tuple[str, tuple, Any]], mesh: Mesh,
                     rules: Sequence[tuple[str, str]]) -> dict[str, NamedSharding]:
-  """`name -> NamedSharding` for every parameter of a `train.ModelParts`."""
+  """`name -> NamedSharding` for every parameter of a `trainable.ModelParts`."""
   out = {}
   for name, _, var in templates:
     if not hasattr(var, "shape"):

@@ -1,14 +1,12 @@
-"""The CLI's modes, as functions of (config, workdir, flags) a notebook can call too.
+"""The retrieval modes of the CLI, as functions of (config, workdir, flags) a notebook can
+call too.
 
-  distill    zero-shot evaluation, OT distillation (resumable), evaluation
   evaluate   metrics of --runs against qrels; without --runs, encode and
              evaluate the teacher zero-shot and the workdir's student
   export     the student as a Hugging Face directory
   index      encode the collection's documents with the teacher -> WORKDIR/index
   search     encode the queries, search the index -> WORKDIR/search/NAME.run
   compare    --runs against --baseline: metrics with significance marks
-  experiment a grid of runs over cells and seeds (resumable), with tables and plots
-  teacher    train an English retrieval teacher on triples -> WORKDIR/export
 """
 from __future__ import annotations
 
@@ -19,26 +17,27 @@ from typing import Sequence
 
 import ml_collections
 
-from optical_jax import distill
-from optical_jax import evaluate as evaluate_lib
-from optical_jax import index as index_lib
-from optical_jax import inference
-from optical_jax import retrieval
-from optical_jax import teacher
+from optical_jax import models
+from optical_jax.data import trec
+from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.evaluation import retrieval_eval
+from optical_jax.evaluation import significance
+from optical_jax.jobs.distill import results_table as distill_results_table
 from optical_jax.models import weights
+from optical_jax.search import encode as encode_lib
+from optical_jax.search import index as index_lib
+from optical_jax.search import topk as topk_lib
+from optical_jax.training import setup as setup_lib
+from optical_jax.training import student as student_lib
 
 log = logging.getLogger(__name__)
-
-
-def distill_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> dict:
-  return distill.run(config, workdir)
 
 
 def _qrels(config, qrels_path: str | None):
   """--qrels if given, else the configured collection's."""
   if qrels_path:
-    return evaluate_lib.read_qrels(qrels_path)
-  setup = distill.prepare(config, need_train_data=False)
+    return trec.read_qrels(qrels_path)
+  setup = setup_lib.prepare(config, need_train_data=False)
   if setup.collection is None:
     raise ValueError("no qrels: pass --qrels or configure eval.collection")
   return setup.collection.qrels
@@ -57,31 +56,31 @@ def evaluate_mode(config: ml_collections.ConfigDict, workdir: str, *,
     judged = _qrels(config, qrels)
     results = {}
     for path in runs:
-      res = evaluate_lib.evaluate(judged, evaluate_lib.read_run(path), config.eval.metrics)
-      evaluate_lib.write_metrics(wd / f"{_run_name(path)}.metrics.json", res)
+      res = metrics_lib.evaluate(judged, trec.read_run(path), config.eval.metrics)
+      metrics_lib.write_metrics(wd / f"{_run_name(path)}.metrics.json", res)
       results[_run_name(path)] = dict(res.aggregate)
       print(f"{path}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.aggregate.items()) +
             f" ({res.n_queries} judged queries)", flush=True)
     return results
-  setup = distill.prepare(config, need_train_data=False)
+  setup = setup_lib.prepare(config, need_train_data=False)
   if setup.collection is None:
     raise ValueError("config.eval.collection is 'none': nothing to evaluate on")
-  evaluator = distill.RetrievalEvaluator(setup, wd)
+  evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
+                                                setup.tokenizer, wd)
   results = {"zero_shot": evaluator(setup.teacher, "zero_shot")}
   if (wd / "checkpoints").exists():
-    student = distill.restore_student(config, workdir, setup.teacher)
+    student = student_lib.restore_student(config, workdir, setup.teacher)
     results["optical"] = evaluator(student, "optical")
   (wd / "evaluate.json").write_text(json.dumps(results, indent=2))
-  print(distill.results_table(results, config.eval.metrics), flush=True)
+  print(distill_results_table(results, config.eval.metrics), flush=True)
   return results
 
 
 def export_mode(config: ml_collections.ConfigDict, workdir: str, *,
                 export_dir: str | None = None, **_) -> pathlib.Path:
   """The student of `workdir` as a Hugging Face directory (transformers, sentence-transformers)."""
-  from optical_jax import models  # pylint: disable=g-import-not-at-top
   teacher, tokenizer, _ = models.load(config.model.teacher)
-  student = distill.restore_student(config, workdir, teacher)
+  student = student_lib.restore_student(config, workdir, teacher)
   out = pathlib.Path(export_dir or pathlib.Path(workdir) / "student_hf")
   prompts = {"query": config.text.query_prefix, "passage": config.text.doc_prefix}
   weights.export_pretrained(student, out, tokenizer=tokenizer, prompts=prompts)
@@ -91,13 +90,13 @@ def export_mode(config: ml_collections.ConfigDict, workdir: str, *,
 
 def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> index_lib.Index:
   """Encodes the collection's documents with the teacher into WORKDIR/index."""
-  setup = distill.prepare(config, need_train_data=False)
+  setup = setup_lib.prepare(config, need_train_data=False)
   if setup.collection is None:
     raise ValueError("config.eval.collection is 'none': no documents to index")
   docids = list(setup.collection.docs)
 
   def encode(texts):
-    return inference.encode_texts(setup.teacher, setup.tokenizer, texts,
+    return encode_lib.encode_texts(setup.teacher, setup.tokenizer, texts,
                                   prefix=config.text.doc_prefix,
                                   batch_size=config.eval.batch_size,
                                   max_length=config.eval.max_length, progress=False)
@@ -116,13 +115,13 @@ def search_mode(config: ml_collections.ConfigDict, workdir: str, *,
   """Searches WORKDIR/index with the student (or the teacher) -> a TREC run."""
   wd = pathlib.Path(workdir)
   index = index_lib.load_index(wd / "index")
-  setup = distill.prepare(config, need_train_data=False)
+  setup = setup_lib.prepare(config, need_train_data=False)
   if query_encoder == "auto":
     query_encoder = "student" if (wd / "checkpoints").exists() else "teacher"
-  model = (distill.restore_student(config, workdir, setup.teacher)
+  model = (student_lib.restore_student(config, workdir, setup.teacher)
            if query_encoder == "student" else setup.teacher)
   qids = list(setup.collection.queries)
-  vecs = inference.encode_texts(model, setup.tokenizer,
+  vecs = encode_lib.encode_texts(model, setup.tokenizer,
                                 [setup.collection.queries[q] for q in qids],
                                 prefix=config.text.query_prefix,
                                 batch_size=config.eval.batch_size,
@@ -131,11 +130,11 @@ def search_mode(config: ml_collections.ConfigDict, workdir: str, *,
   # The student is distilled from the teacher: its queries live in the space of
   # the teacher's documents, so the teacher's id is what the index must match.
   index_lib.check_compatible(index, vecs.shape[1], config.model.teacher)
-  scores, idx = retrieval.topk(vecs, index.embeddings, min(config.eval.k, index.count))
-  run = retrieval.to_run(scores, idx, qids, index.docids)
+  scores, idx = topk_lib.topk(vecs, index.embeddings, min(config.eval.k, index.count))
+  run = topk_lib.to_run(scores, idx, qids, index.docids)
   out = wd / "search" / f"{query_encoder}.run"
   out.parent.mkdir(parents=True, exist_ok=True)
-  evaluate_lib.write_run(out, run, tag=query_encoder)
+  trec.write_run(out, run, tag=query_encoder)
   print(f"wrote {out}", flush=True)
   if setup.collection.qrels:
     evaluate_mode(config, str(wd / "search"), runs=[str(out)], qrels=None)
@@ -148,27 +147,17 @@ def compare_mode(config: ml_collections.ConfigDict, workdir: str, *,
   """Markdown table of --runs against --baseline (a name or a path among --runs)."""
   if len(runs) < 2:
     raise ValueError("compare needs --runs with two or more run files")
-  loaded = {_run_name(p): evaluate_lib.read_run(p) for p in runs}
+  loaded = {_run_name(p): trec.read_run(p) for p in runs}
   if len(loaded) != len(runs):
     raise ValueError(f"two --runs share a file name: {list(runs)}")
   base = _run_name(baseline) if baseline else _run_name(runs[0])
   if base not in loaded:
     raise ValueError(f"--baseline {baseline!r} is not one of --runs {list(loaded)}")
-  result = evaluate_lib.compare(_qrels(config, qrels), loaded, base, config.eval.metrics,
+  result = significance.compare(_qrels(config, qrels), loaded, base, config.eval.metrics,
                                 seed=config.seed)
-  table = evaluate_lib.markdown_table(result)
+  table = significance.markdown_table(result)
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   (wd / "compare.md").write_text(table)
   print(table, flush=True)
   return table
-
-
-def experiment_mode(config: ml_collections.ConfigDict, workdir: str, **flags):
-  from optical_jax import experiments  # pylint: disable=g-import-not-at-top  (imports jobs)
-  return experiments.experiment_mode(config, workdir, **flags)
-
-
-MODES = {"distill": distill_mode, "evaluate": evaluate_mode, "export": export_mode,
-         "index": index_mode, "search": search_mode, "compare": compare_mode,
-         "experiment": experiment_mode, "teacher": teacher.teacher_mode}

@@ -1,0 +1,63 @@
+"""Texts -> the fixed-shape token arrays a training step reads.
+
+`pair_batch` tokenises a batch of bitext pairs for the distillation step,
+`triple_batch` a batch of (query, positive, negative) triples for the teacher
+step. Both pad to one length every step, so the jitted step compiles once;
+truncations are counted by the tokenizer.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from optical_jax.data import triples as triples_lib
+from optical_jax.models import tokenizer as tokenizer_lib
+
+
+def pair_batch(tokenizer: tokenizer_lib.Tokenizer, src: Sequence[str], tgt: Sequence[str], *,
+               src_prefix: str, tgt_prefix: str, max_length: int, batch_size: int,
+               pad_to_max: bool = True, student_reads_tgt: bool = False
+               ) -> dict[str, np.ndarray]:
+  """Token arrays for a batch of pairs (truncations counted by the tokenizer).
+
+  With `pad_to_max` both sides are padded to `max_length` so the jitted step
+  compiles once; otherwise to their length bucket. `student_reads_tgt` adds
+  'stu_tgt_*': the English side with the student's (source) prefix.
+  """
+  sides = {}
+  todo = [("src", src, src_prefix), ("tgt", tgt, tgt_prefix)]
+  if student_reads_tgt:
+    todo.append(("stu_tgt", tgt, src_prefix))
+  for side, texts, prefix in todo:
+    b = tokenizer.encode(texts, prefix=prefix, max_length=max_length, batch_size=batch_size)
+    if pad_to_max and b.ids.shape[1] < max_length:
+      pad = max_length - b.ids.shape[1]
+      b.ids = np.pad(b.ids, ((0, 0), (0, pad)), constant_values=tokenizer.pad_id)
+      b.mask = np.pad(b.mask, ((0, 0), (0, pad)))
+      b.special = np.pad(b.special, ((0, 0), (0, pad)))
+    sides.update({f"{side}_ids": b.ids, f"{side}_mask": b.mask, f"{side}_special": b.special})
+  return sides
+
+
+def _padded(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], prefix: str,
+             length: int) -> tuple[np.ndarray, np.ndarray]:
+  """`[B, length]` ids and mask: one shape every step, so the step compiles once."""
+  length = min(length, tokenizer.max_length)    # never past the position table
+  enc = tokenizer.encode(list(texts), prefix=prefix, max_length=length)
+  pad = length - enc.ids.shape[1]
+  return (np.pad(enc.ids, ((0, 0), (0, pad)), constant_values=tokenizer.pad_id),
+          np.pad(enc.mask, ((0, 0), (0, pad))))
+
+
+def triple_batch(tokenizer: tokenizer_lib.Tokenizer, batch: Sequence[triples_lib.Triple], *,
+               query_prefix: str, doc_prefix: str, query_max_length: int,
+               max_length: int) -> dict[str, np.ndarray]:
+  """Token arrays of a batch of triples, the keys `step.teacher_step` reads."""
+  out = {}
+  for side, texts, prefix, length in (
+      ("q", [t.query for t in batch], query_prefix, query_max_length),
+      ("p", [t.positive for t in batch], doc_prefix, max_length),
+      ("n", [t.negative for t in batch], doc_prefix, max_length)):
+    out[f"{side}_ids"], out[f"{side}_mask"] = _padded(tokenizer, texts, prefix, length)
+  return out

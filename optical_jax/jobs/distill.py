@@ -1,0 +1,202 @@
+"""The distill job: zero-shot evaluation, OT distillation with resume, evaluation, results.
+
+`run(config, workdir)` is what `optical-jax --mode=distill` calls, and what a
+notebook calls too. The workdir holds everything a run produces:
+
+  checkpoints/        Orbax checkpoints (resume is automatic)
+  metrics.jsonl       one record per logged step and per evaluation
+  tensorboard/        the same as TensorBoard events
+  eval/*.run          TREC runs of every evaluation; eval/*.json their metrics
+  results.json, results.md   zero-shot vs the student
+  config.json         the config of the run
+
+`config.method` says what the student is: distilled with OPTICAL's OT loss or
+a knowledge-distillation baseline (see `losses.METHODS`), or not trained at
+all: `zero_shot` (the teacher reads the queries) and `translate_query` (the
+teacher reads their translations from `eval.translated_queries`). Whatever the
+method, `results['optical']` and `eval/optical.run` hold its query encoder's
+evaluation, so grids of runs compare methods by one key.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from optical_jax import config as config_lib
+from optical_jax.core import losses as losses_lib
+from optical_jax.data import batches
+from optical_jax.data import collection as collection_lib
+from optical_jax.data import sources
+from optical_jax.data import tlm
+from optical_jax.evaluation import retrieval_eval
+from optical_jax.training import loop as loop_lib
+from optical_jax.training import metric_log
+from optical_jax.training import runner as runner_lib
+from optical_jax.training import setup as setup_lib
+from optical_jax.training import sharding
+from optical_jax.training import state as state_lib
+from optical_jax.training import student as student_lib
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Zero-shot evaluation, distillation (resuming if the workdir has a checkpoint), evaluation.
+
+  Returns:
+    {'zero_shot': metrics, 'optical': metrics, 'steps': int}.
+  """
+  wd = pathlib.Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  untrained = config.method in losses_lib.UNTRAINED
+  setup = setup_lib.prepare(config, need_train_data=not untrained)
+  main_host = jax.process_index() == 0     # the one that writes files and prints
+  if main_host:
+    (wd / "config.json").write_text(config.to_json(indent=2))
+  if untrained:
+    return _evaluate_untrained(setup, wd)
+  loss_cfg = config_lib.loss_config(config)
+  tcfg = config.train
+  teacher = setup.teacher
+  layer_index = teacher.encoder.layer_index(loss_cfg.layer)
+
+  teacher_parts, teacher_params, params, frozen, pretrain = student_lib.student_parameters(
+      config, teacher, setup.directory, setup.tokenizer)
+  tx, schedule = state_lib.make_optimizer(tcfg)
+  mesh = sharding.configured_mesh(config.parallel)
+  # Student and teacher share one graph: the student is the teacher's architecture.
+  runner = runner_lib.StepRunner(teacher_parts, teacher_parts, loss_cfg, tx, layer_index,
+                                mesh=mesh, mode=config.parallel.step,
+                                rules=sharding.resolve_rules(config.parallel.rules),
+                                pretrain=pretrain)
+  for ways, what in ((jax.process_count(), "hosts"),
+                    (runner.data_parallelism, f"data-parallel devices ({config.parallel.step})")):
+    if tcfg.batch_size % ways:
+      raise config_lib.ConfigError(f"config.train.batch_size={tcfg.batch_size} does not divide "
+                                   f"over {ways} {what}; see config.parallel")
+  # The step's copies (sharded or replicated); the host copies stay for evaluation.
+  frozen_dev, teacher_dev = runner.place_params(frozen), runner.place_params(teacher_params)
+  state = runner.init_state(params, config.seed)
+
+  results_path = wd / "results.json"
+  results = json.loads(results_path.read_text()) if results_path.exists() else {}
+  ckpt, state, start = loop_lib.restore(wd, config, state, student_lib.RESUME_INVARIANT)
+  logger = metric_log.MetricLogger(wd, resume_step=start)
+
+  finished = results.get("steps") == tcfg.steps and "optical" in results
+  # Encoding the documents takes a while: only when something will be evaluated.
+  evaluator = (retrieval_eval.RetrievalEvaluator(config, setup.collection, teacher,
+                                                 setup.tokenizer, wd)
+               if setup.collection is not None and not finished else None)
+  if evaluator and config.eval.zero_shot and "zero_shot" not in results:
+    results["zero_shot"] = evaluator(teacher, "zero_shot")
+    logger.write(0, results["zero_shot"], kind="eval_zero_shot")
+    if main_host:
+      results_path.write_text(json.dumps(results, indent=2))
+
+  order = setup.order
+  if getattr(order, "report", None) is not None:   # a language mix: what the run will see
+    results["mix"] = {"target": order.report.target_languages,
+                      "realised": order.report.languages}
+  switcher = sources.codeswitcher(config, setup.src, setup.tgt)
+  host_rows = tcfg.batch_size // jax.process_count()
+
+  def make_batch(step: int, idx: np.ndarray) -> dict:
+    src = [setup.src[i] for i in idx]
+    if switcher is not None:   # a function of (seed, example, epoch): resumes identically
+      first = step * tcfg.batch_size + jax.process_index() * host_rows
+      epochs = (first + np.arange(len(idx))) // len(setup.src)
+      src, _ = switcher.switch_batch(src, idx, epochs)
+    batch = batches.pair_batch(
+        setup.tokenizer, src, [setup.tgt[i] for i in idx],
+        src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
+        max_length=tcfg.max_length, batch_size=len(idx),
+        student_reads_tgt=loss_cfg.mse_both_sides)
+    if pretrain is not None and pretrain.cfg.tlm_weight:
+      batch = tlm.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
+                                     max_length=pretrain.cfg.tlm_max_length)
+    return batch
+
+  def evaluate(state, done: int) -> dict:
+    return evaluator(teacher_parts.merge(frozen, runner.to_host(state).params), f"step{done}")
+
+  record = {"config": config_lib.resume_record(config, student_lib.RESUME_INVARIANT)}
+  state = loop_lib.run(loop_lib.Loop(
+      steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=make_batch,
+      step=lambda st, batch: runner(st, frozen_dev, teacher_dev, batch),
+      to_host=runner.to_host, ckpt=ckpt, logger=logger, meta=record,
+      schedule=schedule, log_every=tcfg.log_every, progress=tcfg.progress,
+      extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated},
+      evaluate=evaluate if evaluator else None, eval_every=config.eval.every_steps,
+      desc="distill", unit="pairs"), runner.to_device(state), start)
+  student = teacher_parts.merge(frozen, runner.to_host(state).params)
+  if evaluator:
+    results["optical"] = evaluator(student, "optical")
+    logger.write(tcfg.steps, results["optical"], kind="eval_optical")
+  results.update(steps=tcfg.steps, method=config.method)
+  _write_results(results, config, wd)
+  logger.close()
+  return results
+
+
+def _write_results(results: dict, config: ml_collections.ConfigDict, wd: pathlib.Path) -> None:
+  if jax.process_index() != 0:
+    return
+  (wd / "results.json").write_text(json.dumps(results, indent=2))
+  if "optical" in results:
+    table = results_table(results, config.eval.metrics)
+    (wd / "results.md").write_text(table + "\n")
+    print(table, flush=True)
+
+
+def read_translations(path: str, qids) -> dict[str, str]:
+  """`{qid: English text}` from a qid<TAB>text file covering every qid in `qids`."""
+  translated = collection_lib.read_texts(path)
+  missing = [q for q in qids if q not in translated]
+  if missing:
+    raise config_lib.ConfigError(
+        f"config.eval.translated_queries={path}: no translation of {len(missing)} of the "
+        f"{len(qids)} evaluation queries, e.g. qids {missing[:3]}")
+  return translated
+
+
+def _evaluate_untrained(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, Any]:
+  """`zero_shot` / `translate_query`: the teacher encodes the queries or their
+  translations; nothing is trained."""
+  config = setup.config
+  if setup.collection is None:
+    raise config_lib.ConfigError(f"config.method={config.method!r} only evaluates: it needs "
+                                 "config.eval.collection")
+  evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
+                                                setup.tokenizer, wd)
+  results: dict[str, Any] = {"method": config.method, "steps": 0}
+  if config.method == "zero_shot":
+    results["zero_shot"] = results["optical"] = evaluator(setup.teacher, "zero_shot")
+    if jax.process_index() == 0:   # the method's run under the key every method has
+      for ext in ("run", "json"):
+        (evaluator.out / f"optical.{ext}").write_bytes(
+            (evaluator.out / f"zero_shot.{ext}").read_bytes())
+  else:
+    queries = read_translations(config.eval.translated_queries, evaluator.qids)
+    if config.eval.zero_shot:
+      results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
+    results["optical"] = evaluator(setup.teacher, "optical", queries=queries)
+  _write_results(results, config, wd)
+  return results
+
+
+def results_table(results: dict, metrics) -> str:
+  """Markdown: one row per query encoder, one column per metric."""
+  cols = list(metrics) + ["query_spread_cos"]
+  lines = ["| query encoder | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+  method = results.get("method", "optical")
+  student = {"optical": "OPTICAL student", "zero_shot": None,
+             "translate_query": "teacher, translated queries"}.get(method, f"{method} student")
+  names = {"zero_shot": "teacher, zero-shot", "optical": student}
+  for key, label in names.items():
+    if key in results and label:
+      lines.append(f"| {label} | " + " | ".join(f"{results[key][c]:.4f}" for c in cols) + " |")
+  return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""What a distillation job works with, loaded from its config."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from optical_jax import config as config_lib
+from optical_jax import models
+from optical_jax.data import sources
+from optical_jax.models import heads as heads_lib
+from optical_jax.models import tokenizer as tokenizer_lib
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a distill or evaluate job works with."""
+  config: ml_collections.ConfigDict
+  teacher: heads_lib.TextModel
+  tokenizer: tokenizer_lib.Tokenizer
+  directory: pathlib.Path  # the teacher's HF directory
+  src: list[str]
+  tgt: list[str]
+  collection: Any          # sources.Collection or None
+  order: Any = None        # the training order (BatchOrder or a language mix)
+
+
+def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) -> Setup:
+  """Loads the teacher, its tokenizer, the bitext and the evaluation collection."""
+  config_lib.check(config)
+  teacher, tokenizer, directory = models.load(config.model.teacher, dtype=config.model.dtype,
+                                              param_dtype=config.model.param_dtype)
+  src, tgt, collection, order = sources.load(config, need_train_data=need_train_data,
+                                             with_order=True)
+  return Setup(config, teacher, tokenizer, directory, src, tgt, collection, order)
