@@ -14,6 +14,7 @@ from optical_jax.training import checkpoint
 from optical_jax.training import runner as runner_lib
 from optical_jax.training import sharding
 from optical_jax.training import state as state_lib
+from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
 import tiny_checkpoints
@@ -45,20 +46,28 @@ def setup(tmp_path_factory):
   loss_cfg = losses.LossConfig(mse_weight=0.5, ot=ot.OTConfig(num_iterations=10))
   from conftest import read_multilingual
   texts = [t for _, t in read_multilingual()]
-  batches = [batches_lib.pair_batch(tok, texts[i:i + 8], texts[i + 1:i + 9] + texts[:max(0, i - 6)],
-                              src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
-                              batch_size=8) for i in range(STEPS + 2)]
+  batches = [batches_lib.pair_batch(tok, texts[i:i + 8],
+                                    texts[i + 1:i + 9] + texts[:max(0, i - 6)],
+                                    src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
+                                    batch_size=8) for i in range(STEPS + 2)]
   return dict(parts=parts, trainable=trainable, frozen=frozen, teacher=params, tx=tx,
               loss_cfg=loss_cfg, batches=batches)
 
 
+def _runner(s, layer_index, mesh=None, mode="shard_map", rules="fsdp_tensor"):
+  """The distillation step of `s` as the distill job places it."""
+  step = step_lib.bind_distill_step(s["parts"], s["parts"], s["loss_cfg"], s["tx"], layer_index,
+                                    mesh=mesh, mode=mode)
+  return runner_lib.StepRunner(step, [("", s["parts"].templates)], mesh=mesh, mode=mode,
+                               rules=sharding.resolve_rules(rules))
+
+
 def _run(s, mesh=None, mode="shard_map", rules="fsdp_tensor", steps=STEPS, state=None,
          first=0, runner=None):
-  runner = runner or runner_lib.StepRunner(s["parts"], s["parts"], s["loss_cfg"], s["tx"], -1 % 3,
-                                      mesh=mesh, mode=mode,
-                                      rules=sharding.resolve_rules(rules))
+  runner = runner or _runner(s, -1 % 3, mesh, mode, rules)
   frozen, teacher = runner.place_params(s["frozen"]), runner.place_params(s["teacher"])
-  state = runner.to_device(state if state is not None else runner.init_state(s["trainable"], 0))
+  state = runner.to_device(state if state is not None else
+                           runner.init_state(s["trainable"], s["tx"], 0))
   losses_seen = []
   for i in range(first, first + steps):
     state, m = runner(state, frozen, teacher, s["batches"][i])
@@ -90,8 +99,7 @@ def test_mesh_equals_one_device(setup, single, shape, mode):
 
 def test_parameter_shardings_follow_the_rules(setup):
   mesh = sharding.make_mesh({"data": 2, "model": 4})
-  runner = runner_lib.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"], 2,
-                            mesh=mesh, rules=sharding.resolve_rules("fsdp_tensor"))
+  runner = _runner(setup, 2, mesh, rules="fsdp_tensor")
   specs = {k: s.spec for k, s in runner.shardings.items()}
   assert specs["encoder/layers/0/attention/query/kernel"] == P("data", "model", None)
   assert specs["encoder/layers/0/attention/out/kernel"] == P("model", None, "data")
@@ -99,7 +107,7 @@ def test_parameter_shardings_follow_the_rules(setup):
   assert specs["encoder/layers/1/mlp_out/kernel"] == P("model", "data")
   assert specs["encoder/embeddings/norm/scale"] == P("data")
   assert specs["encoder/embeddings/position/embedding"] == P(None, "data")
-  state = runner.init_state(setup["trainable"], 0)
+  state = runner.init_state(setup["trainable"], setup["tx"], 0)
   kernel = state.params["encoder/layers/1/mlp_in/kernel"]
   assert kernel.sharding.spec == P("data", "model")
   # Each device holds 1/8 of the matrix, never the whole.
@@ -107,8 +115,7 @@ def test_parameter_shardings_follow_the_rules(setup):
   mu = state.opt_state[1][0].mu["encoder/layers/1/mlp_in/kernel"]
   assert mu.sharding.spec == kernel.sharding.spec, "optimizer moments live in the same shards"
   # Replicated rules: everything whole everywhere.
-  rep = runner_lib.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"], 2,
-                         mesh=mesh, rules=sharding.resolve_rules("replicated"))
+  rep = _runner(setup, 2, mesh, rules="replicated")
   assert all(s.is_fully_replicated for s in rep.shardings.values())
 
 
@@ -121,9 +128,8 @@ def test_checkpoint_moves_between_meshes(setup, tmp_path):
   ckpt.save(2, state_a, {"data_position": {"step": 2}}, force=True)
   ckpt.close()
   mesh_b = sharding.make_mesh({"data": 2, "model": 4})
-  runner_b = runner_lib.StepRunner(setup["parts"], setup["parts"], setup["loss_cfg"], setup["tx"],
-                              2, mesh=mesh_b, rules=sharding.resolve_rules("fsdp_tensor"))
-  target = runner_b.init_state(setup["trainable"], 0)
+  runner_b = _runner(setup, 2, mesh_b, rules="fsdp_tensor")
+  target = runner_b.init_state(setup["trainable"], setup["tx"], 0)
   ckpt = checkpoint.Checkpointer(tmp_path)
   restored, meta = ckpt.restore(target)
   ckpt.close()

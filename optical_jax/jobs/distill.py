@@ -19,7 +19,6 @@ evaluation, so grids of runs compare methods by one key.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
@@ -34,12 +33,10 @@ from optical_jax.data import collection as collection_lib
 from optical_jax.data import sources
 from optical_jax.data import tlm
 from optical_jax.evaluation import retrieval_eval
-from optical_jax.training import loop as loop_lib
-from optical_jax.training import metric_log
-from optical_jax.training import runner as runner_lib
+from optical_jax.training import job as job_lib
+from optical_jax.training import pretraining
 from optical_jax.training import setup as setup_lib
-from optical_jax.training import sharding
-from optical_jax.training import state as state_lib
+from optical_jax.training import step as step_lib
 from optical_jax.training import student as student_lib
 
 
@@ -62,45 +59,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tcfg = config.train
   teacher = setup.teacher
   layer_index = teacher.encoder.layer_index(loss_cfg.layer)
-
+  # Student and teacher share one graph: the student is the teacher's architecture.
   teacher_parts, teacher_params, params, frozen, pretrain = student_lib.student_parameters(
       config, teacher, setup.directory, setup.tokenizer)
-  tx, schedule = state_lib.make_optimizer(tcfg)
-  mesh = sharding.configured_mesh(config.parallel)
-  # Student and teacher share one graph: the student is the teacher's architecture.
-  runner = runner_lib.StepRunner(teacher_parts, teacher_parts, loss_cfg, tx, layer_index,
-                                mesh=mesh, mode=config.parallel.step,
-                                rules=sharding.resolve_rules(config.parallel.rules),
-                                pretrain=pretrain)
-  for ways, what in ((jax.process_count(), "hosts"),
-                    (runner.data_parallelism, f"data-parallel devices ({config.parallel.step})")):
-    if tcfg.batch_size % ways:
-      raise config_lib.ConfigError(f"config.train.batch_size={tcfg.batch_size} does not divide "
-                                   f"over {ways} {what}; see config.parallel")
-  # The step's copies (sharded or replicated); the host copies stay for evaluation.
-  frozen_dev, teacher_dev = runner.place_params(frozen), runner.place_params(teacher_params)
-  state = runner.init_state(params, config.seed)
-
-  results_path = wd / "results.json"
-  results = json.loads(results_path.read_text()) if results_path.exists() else {}
-  ckpt, state, start = loop_lib.restore(wd, config, state, student_lib.RESUME_INVARIANT)
-  logger = metric_log.MetricLogger(wd, resume_step=start)
-
-  finished = results.get("steps") == tcfg.steps and "optical" in results
-  # Encoding the documents takes a while: only when something will be evaluated.
-  evaluator = (retrieval_eval.RetrievalEvaluator(config, setup.collection, teacher,
-                                                 setup.tokenizer, wd)
-               if setup.collection is not None and not finished else None)
-  if evaluator and config.eval.zero_shot and "zero_shot" not in results:
-    results["zero_shot"] = evaluator(teacher, "zero_shot")
-    logger.write(0, results["zero_shot"], kind="eval_zero_shot")
-    if main_host:
-      results_path.write_text(json.dumps(results, indent=2))
-
-  order = setup.order
-  if getattr(order, "report", None) is not None:   # a language mix: what the run will see
-    results["mix"] = {"target": order.report.target_languages,
-                      "realised": order.report.languages}
   switcher = sources.codeswitcher(config, setup.src, setup.tgt)
   host_rows = tcfg.batch_size // jax.process_count()
 
@@ -117,36 +78,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         student_reads_tgt=loss_cfg.mse_both_sides)
     if pretrain is not None and pretrain.cfg.tlm_weight:
       batch = tlm.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
-                                     max_length=pretrain.cfg.tlm_max_length)
+                                 max_length=pretrain.cfg.tlm_max_length)
     return batch
 
-  def evaluate(state, done: int) -> dict:
-    return evaluator(teacher_parts.merge(frozen, runner.to_host(state).params), f"step{done}")
+  def make_evaluator():
+    if setup.collection is None:
+      return None
+    return retrieval_eval.RetrievalEvaluator(config, setup.collection, teacher,
+                                             setup.tokenizer, wd)
 
-  record = {"config": config_lib.resume_record(config, student_lib.RESUME_INVARIANT)}
-  state = loop_lib.run(loop_lib.Loop(
-      steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=make_batch,
-      step=lambda st, batch: runner(st, frozen_dev, teacher_dev, batch),
-      to_host=runner.to_host, ckpt=ckpt, logger=logger, meta=record,
-      schedule=schedule, log_every=tcfg.log_every, progress=tcfg.progress,
-      extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated},
-      evaluate=evaluate if evaluator else None, eval_every=config.eval.every_steps,
-      desc="distill", unit="pairs"), runner.to_device(state), start)
-  student = teacher_parts.merge(frozen, runner.to_host(state).params)
-  if evaluator:
-    results["optical"] = evaluator(student, "optical")
-    logger.write(tcfg.steps, results["optical"], kind="eval_optical")
-  results.update(steps=tcfg.steps, method=config.method)
+  job = job_lib.TrainingJob(
+      name="distill", unit="pairs", resume_keys=student_lib.RESUME_INVARIANT,
+      parts=teacher_parts, initial=teacher, params=params, frozen=frozen,
+      fixed=(teacher_params,),
+      make_step=lambda tx, mesh, mode: step_lib.bind_distill_step(
+          teacher_parts, teacher_parts, loss_cfg, tx, layer_index, pretrain, mesh=mesh,
+          mode=mode),
+      templates=((pretraining.HEAD_PREFIX, pretrain.head_parts.templates),) if pretrain else (),
+      make_batch=make_batch, order=setup.order,
+      make_evaluator=make_evaluator if setup.collection is not None else None,
+      before="zero_shot" if config.eval.zero_shot else "", after="optical",
+      extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated})
+  results = job_lib.read_results(wd)
+  report = getattr(setup.order, "report", None)
+  if report is not None:   # a language mix: what the run will see
+    results["mix"] = {"target": report.target_languages, "realised": report.languages}
+  _, results = job_lib.train(job, config, wd, results)
+  results["method"] = config.method
   _write_results(results, config, wd)
-  logger.close()
   return results
 
 
 def _write_results(results: dict, config: ml_collections.ConfigDict, wd: pathlib.Path) -> None:
-  if jax.process_index() != 0:
-    return
-  (wd / "results.json").write_text(json.dumps(results, indent=2))
-  if "optical" in results:
+  job_lib.write_results(wd, results)
+  if jax.process_index() == 0 and "optical" in results:
     table = results_table(results, config.eval.metrics)
     (wd / "results.md").write_text(table + "\n")
     print(table, flush=True)

@@ -23,7 +23,7 @@ eval/, results.json, results.md, config.json) plus export/, the trained model
 as a Hugging Face directory. The data order is a function of (seed, step), so a
 resumed run sees the batches an uninterrupted one would. On a mesh the step is
 jit with sharded inputs (batch over `data`, parameters by `parallel.rules`);
-`parallel.step='pmap'` does not apply.
+`parallel.step='pmap'` is refused: the in-batch negatives span the global batch.
 
 The `teacher` config block (in `config.default()`): triples from `source='files'`
 (MS MARCO layouts, `data/triples.py`) or `source='bible'`, keyword queries
@@ -34,14 +34,11 @@ queries, corpus and qrels (e.g. MS MARCO dev), 'none' skips it.
 """
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import pathlib
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -54,10 +51,7 @@ from optical_jax.data import sources
 from optical_jax.evaluation import retrieval_eval
 from optical_jax.models import weights
 from optical_jax.training import checkpoint as checkpoint_lib
-from optical_jax.training import loop as loop_lib
-from optical_jax.training import metric_log
-from optical_jax.training import sharding
-from optical_jax.training import state as state_lib
+from optical_jax.training import job as job_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable
 
@@ -113,8 +107,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   main_host = jax.process_index() == 0
-  results_path = wd / "results.json"
-  results = json.loads(results_path.read_text()) if results_path.exists() else {}
+  results = job_lib.read_results(wd)
   meta = _saved_meta(wd) if _finished(wd, results, config) else None
   if meta is not None:
     config_lib.check_resumable(meta["config"], config, _RESUME_INVARIANT, wd)
@@ -128,78 +121,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data, col = sources.load_triples(config)     # before the model: a bad line fails fast
   model, tokenizer, _ = models.load(config.model.teacher, dtype=config.model.dtype,
                                     param_dtype=config.model.param_dtype)
-  parts, all_params = trainable.ModelParts.split(model)
-  try:
-    params, frozen = trainable.split_trainable(all_params, tcfg.trainable,
-                                               model.encoder.cfg.num_layers)
-  except ValueError as e:
-    raise config_lib.ConfigError(f"config.{e}") from None
-  tx, schedule = state_lib.make_optimizer(tcfg)
-
-  # A mesh splits the batch over `data` (and parameters by `parallel.rules`);
-  # jit with sharded inputs is all the step needs, there being no per-pair solve.
-  mesh = sharding.configured_mesh(config.parallel)
-  shardings = None
-  ways = jax.process_count()
-  if mesh is not None:
-    shardings = sharding.param_shardings(parts.templates, mesh,
-                                         sharding.resolve_rules(config.parallel.rules))
-    params, frozen = sharding.place(params, shardings), sharding.place(frozen, shardings)
-    ways = max(ways, mesh.shape[sharding.DATA])
-  if tcfg.batch_size % ways:
-    raise config_lib.ConfigError(f"config.train.batch_size={tcfg.batch_size} does not divide "
-                                 f"over {ways} hosts / data-parallel devices")
-  frozen = {k: jnp.asarray(v) for k, v in frozen.items()}
-  params = jax.tree.map(jnp.array, params)    # owned copies: the step donates the state
-  state = state_lib.init_state(params, tx, config.seed, shardings=shardings)
-  step_fn = jax.jit(functools.partial(step_lib.teacher_step, parts=parts, tx=tx, scoring=tc.scoring,
-                                      temperature=float(tc.temperature)), donate_argnums=(0,))
-
-  ckpt, state, start = loop_lib.restore(wd, config, state, _RESUME_INVARIANT)
-  logger = metric_log.MetricLogger(wd, resume_step=start)
-  evaluator = retrieval_eval.ModelEvaluator(config, col, tokenizer, wd) if col is not None else None
-  if evaluator and "pretrained" not in results:
-    results["pretrained"] = evaluator(model, "pretrained")
-    logger.write(0, results["pretrained"], kind="eval_pretrained")
-    if main_host:
-      results_path.write_text(json.dumps(results, indent=2))
-
-  order = batching.BatchOrder(len(data), tcfg.batch_size, config.seed)
+  parts, _, params, frozen = trainable.split_model(model, tcfg.trainable,
+                                                   model.encoder.cfg.num_layers)
   batch_kw = dict(query_prefix=config.text.query_prefix, doc_prefix=config.text.doc_prefix,
                   query_max_length=tc.query_max_length, max_length=tcfg.max_length)
 
-  def batch_for(step: int, idx: np.ndarray) -> dict:
+  def make_batch(step: int, idx: np.ndarray) -> dict:
     del step
-    batch = batches.triple_batch(tokenizer, [data[i] for i in idx], **batch_kw)
-    return sharding.global_batch(batch, mesh) if mesh is not None else batch
+    return batches.triple_batch(tokenizer, [data[i] for i in idx], **batch_kw)
 
-  record = {"config": config_lib.resume_record(config, _RESUME_INVARIANT)}
-  state = loop_lib.run(loop_lib.Loop(
-      steps=tcfg.steps, batch_size=tcfg.batch_size, order=order, make_batch=batch_for,
-      step=lambda st, batch: step_fn(st, frozen, batch), to_host=lambda st: st, ckpt=ckpt,
-      logger=logger, meta=record, schedule=schedule,
-      log_every=tcfg.log_every, progress=tcfg.progress,
-      extra_log=lambda: {"truncated_texts": tokenizer.total_truncated},
-      evaluate=(lambda st, done: evaluator(parts.merge(frozen, st.params), f"step{done}"))
-      if evaluator else None, eval_every=config.eval.every_steps,
-      desc="teacher", unit="triples"), state, start)
-  trained = parts.merge(frozen, state.params)
-  if evaluator and (results.get("steps") != tcfg.steps or "trained" not in results):
-    results["trained"] = evaluator(trained, "trained")
-    logger.write(tcfg.steps, results["trained"], kind="eval_trained")
-  results.update(steps=tcfg.steps, export=str(wd / "export"))
+  # On a mesh, jit with sharded inputs is all the step needs (batch rows over
+  # `data`, parameters by `parallel.rules`): there is no per-pair solve.
+  job = job_lib.TrainingJob(
+      name="teacher", unit="triples", resume_keys=_RESUME_INVARIANT, parts=parts,
+      initial=model, params=params, frozen=frozen,
+      make_step=lambda tx, mesh, mode: step_lib.bind_teacher_step(parts, tx, tc.scoring,
+                                                                   tc.temperature),
+      make_batch=make_batch, order=batching.BatchOrder(len(data), tcfg.batch_size, config.seed),
+      pmap=False,
+      make_evaluator=(lambda: retrieval_eval.ModelEvaluator(config, col, tokenizer, wd))
+      if col is not None else None,
+      before="pretrained", after="trained",
+      extra_log=lambda: {"truncated_texts": tokenizer.total_truncated})
+  trained, results = job_lib.train(job, config, wd, results)
+  results["export"] = str(wd / "export")
   if main_host:
     weights.export_pretrained(trained, wd / "export", tokenizer=tokenizer, prompts={
         "query": config.text.query_prefix, "passage": config.text.doc_prefix})
-    results_path.write_text(json.dumps(results, indent=2))
+  job_lib.write_results(wd, results)
+  if main_host:
     if "trained" in results:
       table = results_table(results, config.eval.metrics)
       (wd / "results.md").write_text(table + "\n")
       print(table, flush=True)
     print(f"exported the teacher to {wd / 'export'}", flush=True)
-  logger.close()
   return results
-
 
 def teacher_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> dict:
   """`optical-jax --mode=teacher`."""

@@ -24,6 +24,7 @@ import optax
 
 from optical_jax.core import losses as losses_lib
 from optical_jax.models import heads as heads_lib
+from optical_jax.training import sharding
 from optical_jax.training.pretraining import Pretraining
 from optical_jax.training.state import TrainState
 from optical_jax.training.trainable import ModelParts
@@ -98,14 +99,28 @@ def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict
   return new_state, metrics
 
 
+def bind_distill_step(student_parts: ModelParts, teacher_parts: ModelParts,
+                      loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
+                      layer_index: int, pretrain: Pretraining | None = None, *,
+                      mesh: jax.sharding.Mesh | None = None, mode: str = "shard_map"):
+  """`distill_step` with its static parts bound, for `runner.StepRunner`:
+  `(state, frozen, teacher, batch[, axis_name])`. On a mesh in 'shard_map'
+  mode, the Sinkhorn solve runs on each device's own pairs."""
+  ot_fn = None
+  if mesh is not None and mode == "shard_map":
+    ot_fn = sharding.per_device(functools.partial(losses_lib.ot_per_pair, loss_cfg.ot), mesh, 3)
+  return functools.partial(distill_step, student_parts=student_parts,
+                           teacher_parts=teacher_parts, loss_cfg=loss_cfg, tx=tx,
+                           layer_index=layer_index, pretrain=pretrain, ot_fn=ot_fn)
+
+
 def jit_distill_step(student_parts: ModelParts, teacher_parts: ModelParts,
-                   loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
-                   layer_index: int, pretrain: Pretraining | None = None, **jit_kwargs):
-  """`distill_step` with its static parts bound, jitted (state donated)."""
-  step = functools.partial(distill_step, student_parts=student_parts, teacher_parts=teacher_parts,
-                           loss_cfg=loss_cfg, tx=tx, layer_index=layer_index,
-                           pretrain=pretrain)
-  return jax.jit(step, donate_argnums=(0,), **jit_kwargs)
+                     loss_cfg: losses_lib.LossConfig, tx: optax.GradientTransformation,
+                     layer_index: int, pretrain: Pretraining | None = None, **jit_kwargs):
+  """`distill_step` with its static parts bound, jitted (state donated), one device."""
+  return jax.jit(bind_distill_step(student_parts, teacher_parts, loss_cfg, tx, layer_index,
+                                   pretrain), donate_argnums=(0,), **jit_kwargs)
+
 
 # ----------------------------------------------------------------------------
 # The teacher: (query, positive, hard negative) triples.
@@ -156,3 +171,12 @@ def teacher_step(state: TrainState, frozen: Params,
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                        rng=jax.random.split(state.rng)[0]), metrics
+
+
+def bind_teacher_step(parts: ModelParts, tx: optax.GradientTransformation, scoring: str,
+                      temperature: float):
+  """`teacher_step` with its static parts bound, for `runner.StepRunner`:
+  `(state, frozen, batch)`. In-batch negatives span the whole global batch, so
+  there is no per-device (pmap) form."""
+  return functools.partial(teacher_step, parts=parts, tx=tx, scoring=scoring,
+                           temperature=float(temperature))

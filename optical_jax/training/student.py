@@ -16,8 +16,7 @@ from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.training import checkpoint as checkpoint_lib
 from optical_jax.training import state as state_lib
 from optical_jax.training.pretraining import Pretraining
-from optical_jax.training.trainable import ModelParts
-from optical_jax.training.trainable import split_trainable
+from optical_jax.training.trainable import split_model
 
 # Config blocks that must not change when a distillation run resumes (steps may grow).
 RESUME_INVARIANT = ("seed", "method", "model", "text", "data", "loss", "ot", "pretrain")
@@ -30,17 +29,13 @@ def student_parameters(config: ml_collections.ConfigDict, teacher: heads_lib.Tex
   The student starts as the teacher; only `train.trainable` names get
   optimised, plus the LM head when the `pretrain` terms are on.
   """
-  parts, teacher_params = ModelParts.split(teacher)
-  try:
-    params, frozen = split_trainable(teacher_params, config.train.trainable,
-                                               teacher.encoder.cfg.num_layers)
-  except ValueError as e:
-    raise config_lib.ConfigError(f"config.{e}") from None
+  parts, teacher_params, params, frozen = split_model(teacher, config.train.trainable,
+                                                     teacher.encoder.cfg.num_layers)
   pretrain = None
   mlm_cfg = config_lib.pretrain_config(config)
   if mlm_cfg.enabled:
     pretrain, head_params = Pretraining.create(mlm_cfg, teacher, directory, tokenizer,
-                                                         config.seed)
+                                               config.seed)
     params = dict(params, **head_params)
   return parts, teacher_params, params, frozen, pretrain
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 from flax import nnx
 import jax
 
+from optical_jax import config as config_lib
+
 Params = dict[str, jax.Array]     # "encoder/layers/3/mlp_in/kernel" -> array
 
 
@@ -85,3 +87,19 @@ class ModelParts:
     flat = [(p, v.replace(values[name]) if name in values else v)
             for name, p, v in self.templates]
     return nnx.merge(self.graphdef, nnx.from_flat_state(flat))
+
+
+def split_model(model: nnx.Module, spec: str, num_layers: int
+                ) -> tuple[ModelParts, Params, Params, Params]:
+  """(graph, all parameters, trainable, frozen) of `model` under the
+  `train.trainable` spec.
+
+  Raises:
+    ConfigError: a spec that is malformed or selects no parameter, naming the key.
+  """
+  parts, params = ModelParts.split(model)
+  try:
+    trainable, frozen = split_trainable(params, spec, num_layers)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.{e}") from None
+  return parts, params, trainable, frozen
