@@ -11,6 +11,8 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["optical_jax", "optical_jax.*"]),
+    # Tiny samples of the benchmarks' published layouts: the smoke experiments read them.
+    package_data={"optical_jax.data": ["samples/**/*"]},
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",

@@ -289,7 +289,7 @@ def ot_config(c: ml_collections.ConfigDict) -> ot.OTConfig:
 def loss_config(c: ml_collections.ConfigDict) -> losses.LossConfig:
   """`method`, `loss` and `ot` -> the LossConfig the method trains with, errors
   naming the key. Untrained methods get the `loss` block as it is."""
-  cfg = _build("loss", losses.LossConfig, ot=ot_config(c), **c.loss.to_dict())
+  cfg = _build("loss", losses.LossConfig, method=c.method, ot=ot_config(c), **c.loss.to_dict())
   if c.method in losses.UNTRAINED:
     return cfg
   try:

@@ -9,15 +9,17 @@ import pytest
 from optical_jax import config as config_lib
 from optical_jax import models
 from optical_jax.core import probe
+from optical_jax.data import layouts
 from optical_jax.data import mtop
 from optical_jax.jobs import intent
 from optical_jax.research import grid
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import student as student_lib
 
+import defaults
 import tiny_checkpoints
 
-MTOP = pathlib.Path(__file__).parent / "fixtures" / "benchmarks" / "mtop"
+MTOP = layouts.SAMPLES / "mtop"
 
 
 def fixture_rows(lang: str, split: str) -> list[tuple[str, str, str]]:
@@ -71,7 +73,7 @@ def test_head_separates_gaussian_clusters(hidden, scaling):
   x_test, y_test = gaussian_clusters(1, 100)
   cos = x_test @ x_test.T
   assert cos[~np.eye(len(x_test), dtype=bool)].mean() > 0.7
-  cfg = probe.HeadConfig(hidden=hidden, lr=1e-2, epochs=20, batch_size=32, scaling=scaling)
+  cfg = defaults.head_config(hidden=hidden, lr=1e-2, epochs=20, batch_size=32, scaling=scaling)
   params = probe.train_classifier(x, y, cfg, seed=0)
   assert probe.accuracy(probe.predict(params, x_test), y_test) > 0.97
   # Trained: far below the uniform prediction's cross-entropy log(5).
@@ -121,7 +123,7 @@ def test_cross_entropy_matches_numpy(hidden):
 
 def test_head_training_is_deterministic_in_the_seed():
   x, y = gaussian_clusters(0, 10)
-  cfg = probe.HeadConfig(hidden=8, lr=1e-2, epochs=3, batch_size=16)
+  cfg = defaults.head_config(hidden=8, lr=1e-2, epochs=3, batch_size=16)
   a, b = (probe.train_classifier(x, y, cfg, seed=3) for _ in range(2))
   c = probe.train_classifier(x, y, cfg, seed=4)
   flat = lambda p: np.concatenate([np.ravel(l[k]) for l in p["layers"] for k in ("w", "b")])
@@ -132,9 +134,9 @@ def test_head_training_is_deterministic_in_the_seed():
 def test_bad_labels_and_unknowns():
   x = np.zeros((3, 2), np.float32)
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
-    probe.train_classifier(x, np.array([0, 1, 2]), probe.HeadConfig(), 0, num_classes=2)
+    probe.train_classifier(x, np.array([0, 1, 2]), defaults.head_config(), 0, num_classes=2)
   with pytest.raises(ValueError, match=r"labels must lie"):
-    probe.train_classifier(x, np.array([0, probe.UNKNOWN, 1]), probe.HeadConfig(), 0)
+    probe.train_classifier(x, np.array([0, probe.UNKNOWN, 1]), defaults.head_config(), 0)
   predicted, labels = np.array([0, 1, 2, 1]), np.array([0, probe.UNKNOWN, 2, 0])
   assert probe.accuracy(predicted, labels) == 2 / 4
   assert probe.accuracy(predicted, labels, exclude_unknown=True) == 2 / 3

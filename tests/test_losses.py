@@ -6,6 +6,8 @@ import pytest
 from optical_jax.core import losses
 from optical_jax.core import ot
 
+import defaults
+
 
 def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -81,7 +83,7 @@ def test_token_alignment_and_token_mse_equal_numpy(kind):
 
 
 def test_methods_select_their_terms():
-  base = losses.LossConfig(ot_weight=0.5, contrastive_weight=2.0, mse_weight=3.0,
+  base = defaults.loss_config(ot_weight=0.5, contrastive_weight=2.0, mse_weight=3.0,
                            token_mse_weight=4.0)
   got = {m: losses.for_method(m, base) for m in losses.METHODS}
   weights = lambda c: (c.ot_weight, c.contrastive_weight, c.mse_weight, c.token_mse_weight)
@@ -91,7 +93,7 @@ def test_methods_select_their_terms():
   assert not got["optical+mse"].mse_both_sides
   assert weights(got["kd_token"]) == (0.0, 2.0, 0.0, 4.0)
   with pytest.raises(ValueError, match="loss.mse_weight, which is 0"):
-    losses.for_method("kd_mse", losses.LossConfig(mse_weight=0.0))
+    losses.for_method("kd_mse", defaults.loss_config(mse_weight=0.0))
   with pytest.raises(ValueError, match="trains nothing or is unknown"):
     losses.for_method("zero_shot", base)
 
@@ -106,13 +108,13 @@ def test_kd_mse_pulls_both_sides_and_kd_token_is_its_term():
            "src_special": special(ls), "tgt_special": special(lt)}
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   args = [jnp.asarray(x) for x in (s_tok, s_vec, t_tok, t_vec)]
-  kd = losses.for_method("kd_mse", losses.LossConfig(contrastive_weight=0.0, mse_weight=1.0))
+  kd = losses.for_method("kd_mse", defaults.loss_config(contrastive_weight=0.0, mse_weight=1.0))
   total, m = losses.distillation_loss(kd, *args, batch, student_tgt_vecs=jnp.asarray(st_vec))
   want = np.mean(np.sum((s_vec - t_vec) ** 2, 1)) + np.mean(np.sum((st_vec - t_vec) ** 2, 1))
   np.testing.assert_allclose(float(total), want, rtol=1e-5)
   with pytest.raises(ValueError, match="English side"):
     losses.distillation_loss(kd, *args, batch)
-  tok = losses.for_method("kd_token", losses.LossConfig(contrastive_weight=0.0,
+  tok = losses.for_method("kd_token", defaults.loss_config(contrastive_weight=0.0,
                                                        token_mse_weight=1.0))
   total, m = losses.distillation_loss(tok, *args, batch)
   ok_s, ok_t = ~np.asarray(batch["src_special"]), ~np.asarray(batch["tgt_special"])
@@ -131,8 +133,8 @@ def test_distillation_loss_is_the_weighted_sum():
   batch = {"src_mask": np.array([[1] * 6, [1] * 3 + [0] * 3, [1] * 5 + [0]]),
            "tgt_mask": np.array([[1] * 7, [1] * 2 + [0] * 5, [1] * 4 + [0] * 3]),
            "src_special": np.zeros((b, ls), bool), "tgt_special": np.zeros((b, lt), bool)}
-  cfg = losses.LossConfig(ot_weight=0.5, contrastive_weight=2.0, mse_weight=3.0,
-                          temperature=0.1, ot=ot.OTConfig(epsilon=0.1, num_iterations=30))
+  cfg = defaults.loss_config(ot_weight=0.5, contrastive_weight=2.0, mse_weight=3.0,
+                          temperature=0.1, ot=defaults.ot_config(epsilon=0.1, num_iterations=30))
   args = [jnp.asarray(x) for x in (s_tok, s_vec, t_tok, t_vec)]
   total, m = losses.distillation_loss(cfg, *args, {k: jnp.asarray(v) for k, v in batch.items()})
   ot_loss, _ = ot.ot_alignment_loss(args[0], batch["src_mask"], args[2], batch["tgt_mask"],
@@ -146,6 +148,6 @@ def test_distillation_loss_is_the_weighted_sum():
 
 def test_bad_weights_are_rejected():
   with pytest.raises(ValueError, match="at least one"):
-    losses.LossConfig(ot_weight=0, contrastive_weight=0, mse_weight=0)
+    defaults.loss_config(ot_weight=0, contrastive_weight=0, mse_weight=0)
   with pytest.raises(ValueError, match=">= 0"):
-    losses.LossConfig(ot_weight=-1)
+    defaults.loss_config(ot_weight=-1)

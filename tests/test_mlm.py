@@ -16,6 +16,7 @@ from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 from optical_jax.training import pretraining
 
+import defaults
 import tiny_checkpoints
 
 torch = pytest.importorskip("torch", reason="PyTorch is the golden reference (test extra)")
@@ -37,7 +38,7 @@ def _random_layout(rng, b, length):
   return ids.astype(np.int32), mask, special
 
 
-def _mask(key, ids, mask, special, cfg=masking.MLMConfig()):
+def _mask(key, ids, mask, special, cfg=defaults.mlm_config()):
   fn = jax.jit(lambda k, i, m, s: masking.mask_tokens(k, i, m, s, cfg, vocab_size=VOCAB,
                                                   mask_id=MASK_ID, exclude_ids=EXCLUDE))
   return [np.asarray(x) for x in fn(key, ids, mask, special)]
@@ -98,7 +99,7 @@ def test_masking_is_deterministic_in_rng():
                                          ("random_fraction", 0.3), ("tlm_max_length", 3)])
 def test_config_validation_names_the_field(field, value):
   with pytest.raises(ValueError, match=field):
-    masking.MLMConfig(**{field: value})
+    defaults.mlm_config(**{field: value})
 
 
 def test_mlm_loss_matches_torch_cross_entropy():
@@ -284,7 +285,7 @@ def test_pretraining_loss_trains_and_gathers_correctly():
   batch = {"src_ids": src, "src_mask": np.ones_like(src), "src_special": np.isin(src, [2, 3]),
            "tgt_ids": tgt, "tgt_mask": np.ones_like(tgt), "tgt_special": np.isin(tgt, [2, 3])}
   batch = {k: jnp.asarray(v) for k, v in tlm.add_tlm_inputs(batch, pad_id=0).items()}
-  mcfg = masking.MLMConfig(mlm_weight=1.0, tlm_weight=0.5)
+  mcfg = defaults.mlm_config(mlm_weight=1.0, tlm_weight=0.5)
   kw = dict(vocab_size=64, mask_id=4, exclude_ids=(0, 1, 2, 3, 4))
   key = jax.random.key(0)
 

@@ -12,6 +12,8 @@ import pytest
 
 from optical_jax.core import ot as ojot
 
+import defaults
+
 H = 16
 
 
@@ -51,7 +53,7 @@ def test_matches_pot_dense(lse_mode):
   rng = np.random.default_rng(0)
   s, t = _tokens(rng, 3, 10), _tokens(rng, 3, 12)
   eps = 0.1
-  cfg = ojot.OTConfig(epsilon=eps, num_iterations=300, lse_mode=lse_mode)
+  cfg = defaults.ot_config(epsilon=eps, num_iterations=300, lse_mode=lse_mode)
   loss, aux = _loss(s, np.ones((3, 10)), t, np.ones((3, 12)), cfg)
   for i in range(3):
     c = np.asarray(aux["cost"][i], np.float64)
@@ -74,7 +76,7 @@ def test_matches_pot_ragged():
   sm, tm = _mask(ls, 10), _mask(lt, 12)
   t[tm == 0] = np.nan  # garbage in padding must not leak anywhere
   eps = 0.05
-  cfg = ojot.OTConfig(epsilon=eps, num_iterations=400)
+  cfg = defaults.ot_config(epsilon=eps, num_iterations=400)
   loss, aux = _loss(s, sm, t, tm, cfg)
   per_pair = []
   for i in range(4):
@@ -98,7 +100,7 @@ def test_small_epsilon_approaches_emd():
   rng = np.random.default_rng(2)
   n, m, eps = 8, 8, 0.005
   s, t = _tokens(rng, 2, n), _tokens(rng, 2, m)
-  cfg = ojot.OTConfig(epsilon=eps, num_iterations=3000)
+  cfg = defaults.ot_config(epsilon=eps, num_iterations=3000)
   _, aux = _loss(s, np.ones((2, n)), t, np.ones((2, m)), cfg)
   for i in range(2):
     err = float(aux["error"][i])
@@ -129,7 +131,7 @@ def test_fixed_iteration_count_is_exact():
     f = eps * np.log(a[0]) - eps * lse((g[None, :] - c[0]) / eps, 1)
   ref = np.exp((f[:, None] + g[None, :] - c[0]) / eps)
   res = jax.jit(ojot.sinkhorn_plans, static_argnames="config")(
-      c, a, b, config=ojot.OTConfig(epsilon=eps, num_iterations=n))
+      c, a, b, config=defaults.ot_config(epsilon=eps, num_iterations=n))
   np.testing.assert_allclose(res.plan[0], ref, atol=1e-6)
 
 
@@ -148,7 +150,7 @@ def _ragged_batch(rng, ls=8, lt=9):
 def test_gradients_finite_ragged(differentiate_plan, cost, lse_mode):
   s, sm, t, tm = _ragged_batch(np.random.default_rng(4))
   s[sm == 0] = 0.0  # zero pad vectors: the classic NaN trap for cosine
-  cfg = ojot.OTConfig(cost=cost, differentiate_plan=differentiate_plan,
+  cfg = defaults.ot_config(cost=cost, differentiate_plan=differentiate_plan,
                       lse_mode=lse_mode,
                       epsilon=0.05 if cost == "cosine" else 2.0)
   loss, aux = _loss(s, sm, t, tm, cfg)
@@ -164,7 +166,7 @@ def test_gradients_finite_ragged(differentiate_plan, cost, lse_mode):
 
 def test_stop_gradient_plan_gradient_is_dc_only():
   s, sm, t, tm = _ragged_batch(np.random.default_rng(5))
-  cfg = ojot.OTConfig()
+  cfg = defaults.ot_config()
   _, aux = _loss(s, sm, t, tm, cfg)
   plan, valid = aux["plan"], aux["valid"]
 
@@ -183,9 +185,9 @@ def test_stop_gradient_plan_gradient_is_dc_only():
 def test_differentiated_plan_matches_finite_differences():
   rng = np.random.default_rng(6)
   s, sm, t, tm = _ragged_batch(rng)
-  cfg = ojot.OTConfig(differentiate_plan=True, epsilon=0.1)
+  cfg = defaults.ot_config(differentiate_plan=True, epsilon=0.1)
   g = _grad(s, sm, t, tm, cfg)
-  g_sg = _grad(s, sm, t, tm, ojot.OTConfig(epsilon=0.1))
+  g_sg = _grad(s, sm, t, tm, defaults.ot_config(epsilon=0.1))
   d = rng.normal(size=s.shape).astype(np.float32)
   h = 1e-2
   fd = (float(_loss(s + h * d, sm, t, tm, cfg)[0]) -
@@ -211,7 +213,7 @@ def test_property_marginals_padding_loss(batch, data, differentiate_plan):
   tm = np.array([data.draw(bits(lt)) for _ in range(batch)], np.int32)
   rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
   s, t = _tokens(rng, batch, ls, 8), _tokens(rng, batch, lt, 8)
-  cfg = ojot.OTConfig(epsilon=0.1, num_iterations=100,
+  cfg = defaults.ot_config(epsilon=0.1, num_iterations=100,
                       differentiate_plan=differentiate_plan)
   loss, aux = _loss(s, sm, t, tm, cfg)
   plan, a, b = (np.asarray(aux[k], np.float64) for k in ("plan", "a", "b"))
@@ -244,7 +246,7 @@ def test_marginals_no_special():
   # Through the loss: special student tokens get no plan mass.
   rng = np.random.default_rng(7)
   s, t = _tokens(rng, 3, 5), _tokens(rng, 3, 5)
-  cfg = ojot.OTConfig(marginals="no_special")
+  cfg = defaults.ot_config(marginals="no_special")
   _, aux = _loss(s, mask, t, mask, cfg, special, special)
   assert np.all(np.asarray(aux["plan"])[0][special[0]] == 0)
   assert np.all(np.asarray(aux["plan"])[0][:, special[0]] == 0)
@@ -268,7 +270,7 @@ def test_bfloat16_inputs_are_solved_in_float32():
   s = jnp.asarray(_tokens(rng, 2, 6), jnp.bfloat16)
   t = jnp.asarray(_tokens(rng, 2, 6), jnp.bfloat16)
   ones = np.ones((2, 6))
-  loss, aux = _loss(s, ones, t, ones, ojot.OTConfig(num_iterations=200))
+  loss, aux = _loss(s, ones, t, ones, defaults.ot_config(num_iterations=200))
   assert loss.dtype == jnp.float32 and aux["plan"].dtype == jnp.float32
   assert bool(jnp.all(aux["converged"]))
 
@@ -280,7 +282,7 @@ def test_hard_alignment_recovers_permutation():
   s = t[:, perm].copy()  # student token i == teacher token perm[i]
   tm = np.array([[1, 1, 1, 1, 1, 0]])
   sm = np.array([[1, 1, 1, 1, 1]])
-  _, aux = _loss(s, sm, t, tm, ojot.OTConfig(epsilon=0.01, num_iterations=200))
+  _, aux = _loss(s, sm, t, tm, defaults.ot_config(epsilon=0.01, num_iterations=200))
   idx, conf = ojot.hard_alignment(aux["plan"], sm, tm)
   np.testing.assert_array_equal(idx[0], perm)
   assert np.all(np.asarray(conf) > 0.9)
@@ -291,13 +293,13 @@ def test_hard_alignment_recovers_permutation():
 
 def test_config_validation():
   with pytest.raises(ValueError):
-    ojot.OTConfig(cost="l1")
+    defaults.ot_config(cost="l1")
   with pytest.raises(ValueError):
-    ojot.OTConfig(marginals="tfidf")
+    defaults.ot_config(marginals="tfidf")
   with pytest.raises(ValueError):
-    ojot.OTConfig(epsilon=0.0)
+    defaults.ot_config(epsilon=0.0)
   with pytest.raises(ValueError):  # NaN gradients with padding otherwise
-    ojot.OTConfig(lse_mode=False, differentiate_plan=True)
+    defaults.ot_config(lse_mode=False, differentiate_plan=True)
   with pytest.raises(ValueError):
     ojot.cost_matrix(np.ones((1, 2, 3)), np.ones((1, 2, 3)), "l1")
-  hash(ojot.OTConfig())  # static jit argument
+  hash(defaults.ot_config())  # static jit argument

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax.core import losses
-from optical_jax.core import ot
 from optical_jax.data import batches as batches_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
@@ -17,6 +15,7 @@ from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
+import defaults
 import tiny_checkpoints
 
 MESHES = [{"data": 8, "model": 1}, {"data": 4, "model": 2}, {"data": 2, "model": 4},
@@ -43,7 +42,7 @@ def setup(tmp_path_factory):
   # proportional to its gradient; the sharded computation is what is tested.
   tcfg.update(steps=10, lr=1e-3, warmup_frac=0.0, eps=1e-3)
   tx, _ = state_lib.make_optimizer(tcfg)
-  loss_cfg = losses.LossConfig(mse_weight=0.5, ot=ot.OTConfig(num_iterations=10))
+  loss_cfg = defaults.loss_config(mse_weight=0.5, ot=defaults.ot_config(num_iterations=10))
   from conftest import read_multilingual
   texts = [t for _, t in read_multilingual()]
   batches = [batches_lib.pair_batch(tok, texts[i:i + 8],

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from optical_jax.data import layouts
 from optical_jax.data import bible
 from optical_jax.data import bitext as bitext_lib
 from optical_jax.data import tfds_builders as tb
@@ -22,7 +23,7 @@ from optical_jax.data.tfds_builders import bitext as bitext_builder
 from optical_jax.data.tfds_builders import miracl, mlqa, multi30k
 from optical_jax.data.tfds_builders import network
 
-BENCH = pathlib.Path(__file__).parent / "fixtures" / "benchmarks"
+BENCH = layouts.SAMPLES
 FAST_S = 5.0  # "fails within seconds": the offline paths must beat this easily
 
 

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
-from optical_jax.core import losses
-from optical_jax.core import ot
 from optical_jax.data import batches
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
@@ -14,6 +12,7 @@ from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
+import defaults
 import tiny_checkpoints
 
 
@@ -39,7 +38,7 @@ def test_steps_reduce_the_loss_and_respect_frozen_parts(tiny, multilingual_texts
   before = {k: np.asarray(v) for k, v in params.items()}
   tcfg = _train_cfg(steps=12, lr=1e-2, warmup_frac=0.0, schedule="constant")
   tx, _ = state_lib.make_optimizer(tcfg)
-  loss_cfg = losses.LossConfig(ot=ot.OTConfig(num_iterations=20))
+  loss_cfg = defaults.loss_config(ot=defaults.ot_config(num_iterations=20))
   step = step_lib.jit_distill_step(parts, parts, loss_cfg, tx, layer_index=-1 % 3)
   state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
   src, tgt = multilingual_texts[2:10], multilingual_texts[:8]
@@ -100,7 +99,7 @@ def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):
   parts, params = trainable_lib.ModelParts.split(teacher)
   assert params["encoder/layers/0/mlp_in/kernel"].dtype == jnp.float32   # master weights
   tx, _ = state_lib.make_optimizer(_train_cfg(steps=5, lr=1e-2, warmup_frac=0.0))
-  step = step_lib.jit_distill_step(parts, parts, losses.LossConfig(ot=ot.OTConfig(num_iterations=20)),
+  step = step_lib.jit_distill_step(parts, parts, defaults.loss_config(ot=defaults.ot_config(num_iterations=20)),
                               tx, layer_index=2)
   state = state_lib.init_state(jax.tree.map(jnp.array, params), tx, 0)
   batch = batches.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],

@@ -11,19 +11,15 @@ on the other half, with a reliability diagram per cell
   optical-jax --mode=experiment --config=configs/experiments/calibration.py:smoke --workdir=/tmp/cal
 
 Full scale: the Chichewa Bible bitext (unseen: French), Multi30k's
-data/task1/raw files under `$OPTICAL_JAX_DATA/multi30k` (see common.py).
+data/task1/raw files under `$OPTICAL_JAX_DATA/multi30k` (see presets.py).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+from optical_jax.research import presets
 
 
 def get_config(arg: str | None = None):
-  smoke = common.check_arg("calibration", arg, (None, "smoke"))
-  c = common.base(smoke)
-  root = common.data_root(smoke)
+  smoke = presets.check_arg("calibration", arg, (None, "smoke"))
+  c = presets.base(__file__, smoke)
+  root = presets.data_root(smoke)
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   c.eval.update(collection="multi30k", languages=("fr",), doc_language="en",
                 split="test_2016_flickr", manual_dir=str(root / "multi30k"))

@@ -13,23 +13,19 @@ in the language, English contexts).
 
 Full scale: the bitext of data.* (default the Bible, Chichewa; set
 data.source='files' and data.path for yours), MIRACL / MLQA under
-`$OPTICAL_JAX_DATA` (see common.py).
+`$OPTICAL_JAX_DATA` (see presets.py).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+from optical_jax.research import presets
 
 
 RATES = (0.0, 0.15, 0.3, 0.5)
 
 
 def get_config(arg: str | None = None):
-  smoke = common.check_arg("codeswitch", arg, (None, "mlqa", "smoke", "smoke_mlqa"))
+  smoke = presets.check_arg("codeswitch", arg, (None, "mlqa", "smoke", "smoke_mlqa"))
   mlqa = arg in ("mlqa", "smoke_mlqa")
-  c = common.base(smoke)
-  root = common.data_root(smoke)
+  c = presets.base(__file__, smoke)
+  root = presets.data_root(smoke)
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   if mlqa:
     c.eval.update(collection="mlqa", languages=("de",) if smoke else ("de", "es", "hi", "vi"),

@@ -10,22 +10,18 @@ language (optical_jax/intent.py).
 
 Full scale: MTOP's mtop/<lang>/{train,eval,test}.txt under
 `$OPTICAL_JAX_DATA/mtop`, and the bitext of the languages as
-bitext/<lang>/train.tsv (see common.py).
+bitext/<lang>/train.tsv (see presets.py).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+from optical_jax.research import presets
 
 
 LANGS = ("de", "es", "fr", "hi", "th")
 
 
 def get_config(arg: str | None = None):
-  smoke = common.check_arg("intent", arg, (None, "smoke"))
-  c = common.base(smoke)
-  root = common.data_root(smoke)
+  smoke = presets.check_arg("intent", arg, (None, "smoke"))
+  c = presets.base(__file__, smoke)
+  root = presets.data_root(smoke)
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   langs = ("de",) if smoke else LANGS
   c.eval.collection = "none"      # the job scores intents, not retrieval

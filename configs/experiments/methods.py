@@ -13,11 +13,7 @@ and kd_mse.
 `:pure` drops the contrastive term (loss.contrastive_weight=0): each method's
 own loss alone. An interrupted grid resumes where it stopped.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402  (configs are files, not a package)
+from optical_jax.research import presets
 
 
 GRID = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
@@ -26,8 +22,8 @@ GRID = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"})
 
 
 def get_config(arg: str | None = None):
-  smoke = common.check_arg("methods", arg, (None, "pure", "smoke"))
-  c = common.base(smoke)
+  smoke = presets.check_arg("methods", arg, (None, "pure", "smoke"))
+  c = presets.base(__file__, smoke)
   if smoke:   # the demo's tiny evaluation: 48 queries, 200 documents
     c.eval.update(max_queries=48, max_docs=200)
   # The zero_shot cell is the teacher's evaluation; the other cells skip it.

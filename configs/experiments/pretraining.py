@@ -9,22 +9,18 @@ high- and the low-resource languages.
   optical-jax --mode=experiment --config=configs/experiments/pretraining.py:smoke --workdir=/tmp/pt
 
 Full scale: bitext/<lang>/train.tsv and MIRACL under `$OPTICAL_JAX_DATA`
-(see common.py), as configs/experiments/ratio.py.
+(see presets.py), as configs/experiments/ratio.py.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+from optical_jax.research import presets
 
 
 HIGH, LOW = ("fr", "de"), ("sw", "yo")
 
 
 def get_config(arg: str | None = None):
-  smoke = common.check_arg("pretraining", arg, (None, "smoke"))
-  c = common.base(smoke)
-  root = common.data_root(smoke)
+  smoke = presets.check_arg("pretraining", arg, (None, "smoke"))
+  c = presets.base(__file__, smoke)
+  root = presets.data_root(smoke)
   if smoke:
     high, langs, tfds = ("te",), ("sw", "yo", "te"), "~/.cache/optical_jax/tfds-smoke"
   else:

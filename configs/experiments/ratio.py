@@ -8,15 +8,11 @@ documents encoded by the teacher), overall and as the high - low gap.
   optical-jax --mode=experiment --config=configs/experiments/ratio.py --workdir=runs/ratio
   optical-jax --mode=experiment --config=configs/experiments/ratio.py:smoke --workdir=/tmp/r
 
-Full scale reads `$OPTICAL_JAX_DATA` (see common.py): MIRACL under miracl/
+Full scale reads `$OPTICAL_JAX_DATA` (see presets.py): MIRACL under miracl/
 (miracl-v1.0-<lang>/ topics and qrels, miracl-corpus-v1.0-<lang>/), and each
 language's bitext with English as bitext/<lang>/train.tsv.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402  (configs are files, not a package)
+from optical_jax.research import presets
 
 
 HIGH, LOW = ("fr", "de"), ("sw", "yo")
@@ -24,9 +20,9 @@ RATIOS = ("0:1", "1:3", "1:1", "3:1")
 
 
 def get_config(arg: str | None = None):
-  smoke = common.check_arg("ratio", arg, (None, "smoke"))
-  c = common.base(smoke)
-  root = common.data_root(smoke)
+  smoke = presets.check_arg("ratio", arg, (None, "smoke"))
+  c = presets.base(__file__, smoke)
+  root = presets.data_root(smoke)
   if smoke:
     # Two 'languages' of Chichewa bitext (the Bible and the fixture file),
     # one called high-resource; the three MIRACL fixture languages.

@@ -50,18 +50,21 @@ UNTRAINED = ("zero_shot", "translate_query")
 _TERM_WEIGHT = {"ot": "ot_weight", "mse": "mse_weight", "token_mse": "token_mse_weight"}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class LossConfig:
   """Weights and options of the distillation objective.
 
+  Every field is required: the defaults live in one place, the `loss` and `ot`
+  blocks and `method` of `config.default()` (`config.loss_config` builds this
+  from them, through `for_method`).
+
   Attributes:
+    method: what trains (`METHODS`); `for_method` zeroes the other terms.
     ot_weight: weight of the OT token-alignment loss.
     contrastive_weight: weight of in-batch InfoNCE against the teacher's
       target-side vectors.
     mse_weight: weight of pooled MSE to the teacher's target-side vectors.
     token_mse_weight: weight of token MSE under a hard alignment.
-    mse_both_sides: the pooled MSE also pulls the student's encoding of the
-      English side onto the teacher's (the batch then has 'stu_tgt_*' arrays).
     token_alignment: 'mutual' (pairs that are each other's most similar
       token, SimAlign's argmax) or 'argmax' (every student token to its most
       similar teacher token).
@@ -70,15 +73,15 @@ class LossConfig:
       the top; pooled vectors always come from the last layer).
     ot: the OT options.
   """
-  ot_weight: float = 1.0
-  contrastive_weight: float = 1.0
-  mse_weight: float = 0.0
-  token_mse_weight: float = 0.0
-  mse_both_sides: bool = False
-  token_alignment: str = "mutual"
-  temperature: float = 0.05
-  layer: int = -1
-  ot: ot.OTConfig = ot.OTConfig()
+  method: str
+  ot_weight: float
+  contrastive_weight: float
+  mse_weight: float
+  token_mse_weight: float
+  token_alignment: str
+  temperature: float
+  layer: int
+  ot: ot.OTConfig
 
   def __post_init__(self):
     weights = (self.ot_weight, self.contrastive_weight, self.mse_weight, self.token_mse_weight)
@@ -90,6 +93,12 @@ class LossConfig:
       raise ValueError(f"temperature must be > 0, got {self.temperature}")
     if self.token_alignment not in ("mutual", "argmax"):
       raise ValueError(f"token_alignment={self.token_alignment!r}: expected 'mutual' or 'argmax'")
+
+  @property
+  def mse_both_sides(self) -> bool:
+    """kd_mse: the pooled MSE also pulls the student's encoding of the English
+    side onto the teacher's (the batch then has 'stu_tgt_*' arrays)."""
+    return self.method == "kd_mse"
 
 
 def for_method(method: str, cfg: LossConfig) -> LossConfig:
@@ -107,7 +116,7 @@ def for_method(method: str, cfg: LossConfig) -> LossConfig:
     if on and not getattr(cfg, field) > 0:
       raise ValueError(f"method {method!r} trains with loss.{field}, which is 0")
     weights[field] = getattr(cfg, field) if on else 0.0
-  return dataclasses.replace(cfg, mse_both_sides=method == "kd_mse", **weights)
+  return dataclasses.replace(cfg, method=method, **weights)
 
 
 def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:

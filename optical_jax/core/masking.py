@@ -20,9 +20,12 @@ import jax.numpy as jnp
 import optax
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MLMConfig:
   """The pretraining terms and BERT's masking recipe.
+
+  Every field is required: the defaults live in one place, the `pretrain`
+  block of `config.default()` (`config.pretrain_config` builds this from it).
 
   Attributes:
     mlm_weight: weight of MLM on the source side (0: off).
@@ -37,12 +40,12 @@ class MLMConfig:
       sides' padded lengths together (minus the dropped target CLS), so
       nothing is cut.
   """
-  mlm_weight: float = 0.0
-  tlm_weight: float = 0.0
-  mask_rate: float = 0.15
-  mask_fraction: float = 0.8
-  random_fraction: float = 0.1
-  tlm_max_length: int | None = None
+  mlm_weight: float
+  tlm_weight: float
+  mask_rate: float
+  mask_fraction: float
+  random_fraction: float
+  tlm_max_length: int | None
 
   def __post_init__(self):
     for name in ("mlm_weight", "tlm_weight"):

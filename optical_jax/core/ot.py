@@ -44,9 +44,12 @@ _COSTS = ("cosine", "sqeuclidean")
 _MARGINALS = ("uniform", "no_special", "idf")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class OTConfig:
   """Options of the OT alignment (hashable: usable as a static jit argument).
+
+  Every field is required: the defaults live in one place, the `ot` block of
+  `config.default()` (`config.ot_config` builds this from it).
 
   Attributes:
     cost: 'cosine' (1 - cos, in [0, 2]) or 'sqeuclidean' (||s - t||^2 on the
@@ -65,13 +68,13 @@ class OTConfig:
     threshold: L1 marginal error under which a solve is reported converged.
       Diagnostic only: it never stops the iterations.
   """
-  cost: CostKind = "cosine"
-  epsilon: float = 0.05
-  num_iterations: int = 50
-  lse_mode: bool = True
-  marginals: MarginalKind = "uniform"
-  differentiate_plan: bool = False
-  threshold: float = 1e-3
+  cost: CostKind
+  epsilon: float
+  num_iterations: int
+  lse_mode: bool
+  marginals: MarginalKind
+  differentiate_plan: bool
+  threshold: float
 
   def __post_init__(self):
     if self.cost not in _COSTS:
@@ -200,7 +203,7 @@ def _inner_iterations(n: int) -> int:
 
 
 def sinkhorn_plans(cost: jax.Array, a: jax.Array, b: jax.Array,
-                   config: OTConfig = OTConfig()) -> SinkhornResult:
+                   config: OTConfig) -> SinkhornResult:
   """Solves a batch of entropic OT problems with a fixed iteration count.
 
   Args:
@@ -243,7 +246,7 @@ def sinkhorn_plans(cost: jax.Array, a: jax.Array, b: jax.Array,
 def ot_alignment_loss(
     student_tokens: jax.Array, student_mask: jax.Array,
     teacher_tokens: jax.Array, teacher_mask: jax.Array,
-    config: OTConfig = OTConfig(), *,
+    config: OTConfig, *,
     student_special: Optional[jax.Array] = None,
     teacher_special: Optional[jax.Array] = None,
     student_idf: Optional[jax.Array] = None,

@@ -24,9 +24,12 @@ SCALINGS = ("global", "feature", "none")
 UNKNOWN = -1  # the label of an intent outside the vocabulary
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class HeadConfig:
   """How the classifier is trained (the `intent` block's fields of the same names).
+
+  Every field is required: the defaults live in one place, the `intent` block
+  of `config.default()` (`config.intent_head_config` builds this from it).
 
   Attributes:
     hidden: units of one ReLU hidden layer; 0 = a linear softmax classifier.
@@ -42,12 +45,12 @@ class HeadConfig:
       own, which also amplifies the directions in which the training language
       barely varies, where another language's vectors may well differ; 'none'.
   """
-  hidden: int = 0
-  lr: float = 1e-3
-  epochs: int = 20
-  batch_size: int = 64
-  weight_decay: float = 1e-4
-  scaling: str = "global"
+  hidden: int
+  lr: float
+  epochs: int
+  batch_size: int
+  weight_decay: float
+  scaling: str
 
   def __post_init__(self):
     if self.scaling not in SCALINGS:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 from typing import Mapping
 
 import ml_collections
@@ -45,6 +46,9 @@ from optical_jax.data.tfds_builders import multi30k
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("miracl", "mlqa", "multi30k")
+# Tiny files in the published layouts (MIRACL, MLQA, Multi30k, MTOP, bitext), shipped
+# with the package: what the smoke experiments and the tests read.
+SAMPLES = pathlib.Path(__file__).resolve().parent / "samples"
 SOURCE_KINDS = ("bible", "bitext", "multi30k")
 _SEP = "/"
 

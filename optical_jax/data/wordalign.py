@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTup
 import jax
 import numpy as np
 
+from optical_jax import config as config_lib
 from optical_jax.core import ot
 from optical_jax.data.bitext import Pair
 from optical_jax.data.codeswitch import Dictionary, word_spans, words
@@ -244,7 +245,7 @@ def compute_plans(pairs: Sequence[Pair], embed_src: Embed, embed_tgt: Embed, *,
   Yields:
     each pair's plan [Ls, Lt], cut to its real tokens (masks are left-aligned).
   """
-  config = config or ot.OTConfig()
+  config = config or config_lib.ot_config(config_lib.default())
 
   @jax.jit
   def solve(s, sm, t, tm, ss, ts):

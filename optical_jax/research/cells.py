@@ -32,19 +32,20 @@ _CELL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+@-]*")
 _DONE = "done.json"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
-  """The `experiment` block with its defaults (the module docstring says what each does)."""
-  grid: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-  seeds: tuple[int, ...] = (0,)
-  baseline: str = ""                # '' = the first cell
-  also_against: tuple[str, ...] = ()
-  metrics: tuple[str, ...] = ()     # () = config.eval.metrics
-  runs_to_compare: str = "optical"
-  job: str = "distill"
-  qrels: str = ""
-  n_permutations: int = 10_000
-  alpha: float = 0.05
+  """The checked `experiment` block (`config.default()` has its defaults and
+  says what each field does)."""
+  grid: tuple[tuple[str, Mapping[str, Any]], ...]
+  seeds: tuple[int, ...]
+  baseline: str
+  also_against: tuple[str, ...]
+  metrics: tuple[str, ...]
+  runs_to_compare: str
+  job: str
+  qrels: str
+  n_permutations: int
+  alpha: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +72,10 @@ def settings(config: ml_collections.ConfigDict) -> Settings:
   """The checked `experiment` block of `config` (raises ConfigError naming the field)."""
   check("experiment" in config, " is missing: start the config from config.default()")
   block = config.experiment.to_dict()
-  unknown = sorted(set(block) - {f.name for f in dataclasses.fields(Settings)})
+  fields = {f.name for f in dataclasses.fields(Settings)}
+  unknown, missing = sorted(set(block) - fields), sorted(fields - set(block))
   check(not unknown, f": unknown fields {unknown}")
+  check(not missing, f": missing fields {missing}; start the config from config.default()")
   s = Settings(**block)
   grid = tuple((str(name), dict(overrides)) for name, overrides in s.grid)
   names = [name for name, _ in grid]
