@@ -212,7 +212,9 @@ def default() -> ml_collections.ConfigDict:
   c.experiment.baseline = ""            # the cell every other is tested against; '' = the first
   c.experiment.also_against = ()        # more cells to test every other against (a table each)
   c.experiment.metrics = ()             # what is reported; () = eval.metrics
-  c.experiment.runs_to_compare = "optical"  # the job's results[it] is reported, eval/<it>.run tested
+  # The job's results[it] is reported and its eval/<it>.run tested; '' = each
+  # cell's method (the key the jobs file a query encoder's results under).
+  c.experiment.runs_to_compare = ""
   c.experiment.job = "distill"          # a --mode name, or 'package.module:function'
   c.experiment.qrels = ""               # qrels of the tests; '' = the eval collection's
   c.experiment.n_permutations = 10_000  # of the randomization test

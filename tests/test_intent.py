@@ -211,7 +211,7 @@ def test_zero_shot_job_end_to_end_and_deterministic(tmp_path, teacher_dir, data_
   out = tmp_path / "a" / "intent"
   assert json.loads((out / "results.json").read_text()) == results
   assert set(results["zero_shot"]) == {"accuracy", "accuracy/en", "accuracy/de"}
-  assert results["optical"] == results["zero_shot"]   # nothing distilled: the teacher's
+  assert results["method"] == "zero_shot" and "steps" not in results   # nothing distilled
   assert results["zero_shot"]["accuracy"] == results["zero_shot"]["accuracy/de"]
   assert results["head"]["train_accuracy"] == 1.0     # 4 points, 32 dimensions
   assert results["intents"] == sorted({r[1] for r in fixture_rows("en", "train")})
@@ -225,7 +225,6 @@ def test_zero_shot_job_end_to_end_and_deterministic(tmp_path, teacher_dir, data_
     # The metric is what the file says, recounted here.
     correct = np.mean([r[1] == r[2] for r in rows])
     assert results["zero_shot"][f"accuracy/{lang}"] == pytest.approx(correct)
-    assert read_tsv(out / "predictions" / "optical" / f"{lang}.tsv") == rows
     assert intent.read_predictions(out / "predictions" / "zero_shot" / f"{lang}.tsv") == {
         i: (g, p) for i, g, p in rows}
   table = (out / "results.md").read_text()
@@ -275,7 +274,7 @@ def test_distilled_student_is_scored(tmp_path, teacher_dir, data_dir, monkeypatc
 
   results = intent.run(c, str(tmp_path))
   assert results["steps"] == 2 and (tmp_path / "checkpoints").is_dir()
-  assert set(results["optical"]) == {"accuracy", "accuracy/en", "accuracy/de"}
+  assert set(results["optical"]) == {"accuracy", "accuracy/en", "accuracy/de"}   # the method's
   (params, _, teacher_x, data, _), (params2, _, student_x, _, _) = calls
   assert params2 is params   # one head for both encoders
   # The student's vectors are the restored checkpoint's, not the teacher's.
@@ -295,14 +294,15 @@ def test_distilled_student_is_scored(tmp_path, teacher_dir, data_dir, monkeypatc
 def test_runs_as_an_experiment_job(tmp_path, teacher_dir, data_dir):
   c = job_config(teacher_dir, data_dir, epochs=5)
   c.experiment.update(grid=[("linear", {}), ("hidden", {"intent.hidden": 8})],
-                      job="optical_jax.jobs.intent:run", metrics=("accuracy", "accuracy/en", "accuracy/de"))
+                      job="optical_jax.jobs.intent:run",
+                      metrics=("accuracy", "accuracy/en", "accuracy/de"))
   c.lock()
   summary = grid.run_grid(c, tmp_path)
   for cell in ("linear", "hidden"):
     done = json.loads((tmp_path / "cells" / cell / "seed0" / "done.json").read_text())
     job = json.loads((tmp_path / "cells" / cell / "seed0" / "intent" / "results.json").read_text())
-    assert done["metrics"] == job["optical"]
-    assert summary.cells[cell].mean["accuracy/de"] == job["optical"]["accuracy/de"]
+    assert done["metrics"] == job["zero_shot"]      # the cells' method: zero_shot
+    assert summary.cells[cell].mean["accuracy/de"] == job["zero_shot"]["accuracy/de"]
   assert "| linear (baseline) | 1 |" in (tmp_path / "results.md").read_text()
 
 

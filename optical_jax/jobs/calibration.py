@@ -29,7 +29,7 @@ def run(config, workdir: str) -> dict:
   qrels = sources.load(config, need_train_data=False)[2].qrels
   out = pathlib.Path(workdir) / "calibration"
   report = {}
-  for name in ("zero_shot", "optical"):
+  for name in dict.fromkeys(("zero_shot", config.method)):
     path = pathlib.Path(workdir) / "eval" / f"{name}.run"
     if name not in results or not path.exists():
       continue

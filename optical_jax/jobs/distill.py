@@ -13,9 +13,10 @@ notebook calls too. The workdir holds everything a run produces:
 `config.method` says what the student is: distilled with OPTICAL's OT loss or
 a knowledge-distillation baseline (see `losses.METHODS`), or not trained at
 all: `zero_shot` (the teacher reads the queries) and `translate_query` (the
-teacher reads their translations from `eval.translated_queries`). Whatever the
-method, `results['optical']` and `eval/optical.run` hold its query encoder's
-evaluation, so grids of runs compare methods by one key.
+teacher reads their translations from `eval.translated_queries`). Results are
+named after the method that ran: `results[method]` and `eval/<method>.run` hold
+its query encoder's evaluation (`results['zero_shot']`, `eval/zero_shot.run`
+the teacher's), and `results['method']` says which it was.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Zero-shot evaluation, distillation (resuming if the workdir has a checkpoint), evaluation.
 
   Returns:
-    {'zero_shot': metrics, 'optical': metrics, 'steps': int}.
+    {'zero_shot': metrics, <method>: metrics, 'method': str, 'steps': int}.
   """
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       templates=((pretraining.HEAD_PREFIX, pretrain.head_parts.templates),) if pretrain else (),
       make_batch=make_batch, order=setup.order,
       make_evaluator=make_evaluator if setup.collection is not None else None,
-      before="zero_shot" if config.eval.zero_shot else "", after="optical",
+      before="zero_shot" if config.eval.zero_shot else "", after=config.method,
       extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated})
   results = job_lib.read_results(wd)
   report = getattr(setup.order, "report", None)
@@ -111,7 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def _write_results(results: dict, config: ml_collections.ConfigDict, wd: pathlib.Path) -> None:
   job_lib.write_results(wd, results)
-  if jax.process_index() == 0 and "optical" in results:
+  if jax.process_index() == 0 and config.method in results:
     table = results_table(results, config.eval.metrics)
     (wd / "results.md").write_text(table + "\n")
     print(table, flush=True)
@@ -139,29 +140,28 @@ def _evaluate_untrained(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, A
                                                 setup.tokenizer, wd)
   results: dict[str, Any] = {"method": config.method, "steps": 0}
   if config.method == "zero_shot":
-    results["zero_shot"] = results["optical"] = evaluator(setup.teacher, "zero_shot")
-    if jax.process_index() == 0:   # the method's run under the key every method has
-      for ext in ("run", "json"):
-        (evaluator.out / f"optical.{ext}").write_bytes(
-            (evaluator.out / f"zero_shot.{ext}").read_bytes())
+    results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
   else:
     queries = read_translations(config.eval.translated_queries, evaluator.qids)
     if config.eval.zero_shot:
       results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
-    results["optical"] = evaluator(setup.teacher, "optical", queries=queries)
+    results[config.method] = evaluator(setup.teacher, config.method, queries=queries)
   _write_results(results, config, wd)
   return results
+
+
+# How results tables name a method's query encoder.
+METHOD_LABELS = {"optical": "OPTICAL student", "zero_shot": "teacher, zero-shot",
+                 "translate_query": "teacher, translated queries"}
 
 
 def results_table(results: dict, metrics) -> str:
   """Markdown: one row per query encoder, one column per metric."""
   cols = list(metrics) + ["query_spread_cos"]
   lines = ["| query encoder | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-  method = results.get("method", "optical")
-  student = {"optical": "OPTICAL student", "zero_shot": None,
-             "translate_query": "teacher, translated queries"}.get(method, f"{method} student")
-  names = {"zero_shot": "teacher, zero-shot", "optical": student}
+  method = results["method"]
+  names = {"zero_shot": "teacher, zero-shot", method: METHOD_LABELS.get(method, f"{method} student")}
   for key, label in names.items():
-    if key in results and label:
+    if key in results:
       lines.append(f"| {label} | " + " | ".join(f"{results[key][c]:.4f}" for c in cols) + " |")
   return "\n".join(lines)

@@ -24,7 +24,7 @@ writes WORKDIR/intent/:
   results.md                   accuracy per language, and the data counts
   predictions/<entry>/<lang>.tsv   id, gold, predicted: for paired tests later
 
-and returns {'zero_shot': metrics, 'optical': metrics, ...}; metrics are
+and returns {'zero_shot': metrics, <method>: metrics, ...}; metrics are
 'accuracy' (mean over the evaluated languages other than the training one)
 and 'accuracy/<lang>' (the training language too, for reference).
 """
@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-import shutil
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -51,7 +50,6 @@ from optical_jax.training import student as student_lib
 
 log = logging.getLogger(__name__)
 
-_ENTRIES = {"zero_shot": "teacher, zero-shot", "optical": "student"}
 
 
 UNKNOWN_POLICIES = ("wrong", "exclude")
@@ -145,10 +143,10 @@ def results_table(results: Mapping[str, Any], config: ml_collections.ConfigDict)
   head = [f"{lang} (head trained)" if lang == b.train_lang else lang for lang in langs]
   lines = ["| query encoder | " + " | ".join(head) + " | mean (transfer) |",
            "|---" * (len(langs) + 2) + "|"]
-  for key, label in _ENTRIES.items():
-    if key in results and not (key == "optical" and results["method"] == "zero_shot"):
+  method = results["method"]
+  for key, label in {"zero_shot": "teacher, zero-shot", method: f"student ({method})"}.items():
+    if key in results:
       m = results[key]
-      label = f"{label} ({results['method']})" if key == "optical" else label
       lines.append(f"| {label} | " + " | ".join(f"{m[f'accuracy/{lang}']:.4f}" for lang in langs)
                    + f" | {m['accuracy']:.4f} |")
   unknown = "left out" if b.unknown_intents == "exclude" else "scored as errors"
@@ -168,18 +166,17 @@ def results_table(results: Mapping[str, Any], config: ml_collections.ConfigDict)
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the head on teacher vectors, scores the teacher and the distilled student.
 
-  With `config.method` (default 'optical') 'zero_shot', nothing is distilled
-  and the 'optical' entry is the teacher's, so that a grid cell without
-  distillation reports like the others (the experiment runner reads
-  results['optical']). Otherwise `distill.run(config, workdir)` distills (or
-  resumes, or finds the finished run) and the restored student is scored.
+  With `config.method` 'zero_shot' nothing is distilled: the teacher's entry
+  is the method's. Otherwise `distill.run(config, workdir)` distills (or
+  resumes, or finds the finished run) and the restored student is scored
+  under the method's name.
 
   Returns:
-    {'zero_shot': metrics, 'optical': metrics, 'method', 'intents', 'data',
+    {'zero_shot': metrics, <method>: metrics, 'method', 'intents', 'data',
      'head': {'train_accuracy'}}; metrics are {'accuracy', 'accuracy/<lang>'}.
   """
   check_block(config)
-  b, method = config.intent, config.get("method", "optical")
+  b, method = config.intent, config.method
   if method != "zero_shot" and method in losses.UNTRAINED:
     # e.g. translate_query: it needs translations of the utterances, which MTOP lacks.
     raise config_lib.ConfigError(f"config.method={method!r}: the intent job scores the "
@@ -228,15 +225,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return metrics
 
   results["zero_shot"] = evaluate(teacher, "zero_shot")
-  if method == "zero_shot":
-    results["optical"] = dict(results["zero_shot"])
-    if main_host:   # the same layout in every cell, for the paired tests
-      shutil.copytree(out / "predictions" / "zero_shot", out / "predictions" / "optical",
-                      dirs_exist_ok=True)
-  else:
+  if method != "zero_shot":
     distilled = distill.run(config, workdir)
     student = student_lib.restore_student(config, workdir, teacher)
-    results["optical"] = evaluate(student, "optical")
+    results[method] = evaluate(student, method)
     results["steps"] = distilled.get("steps")
   if main_host:
     (out / "results.json").write_text(json.dumps(results, indent=2))

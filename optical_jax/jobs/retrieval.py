@@ -67,10 +67,10 @@ def evaluate_mode(config: ml_collections.ConfigDict, workdir: str, *,
     raise ValueError("config.eval.collection is 'none': nothing to evaluate on")
   evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
                                                 setup.tokenizer, wd)
-  results = {"zero_shot": evaluator(setup.teacher, "zero_shot")}
+  results = {"method": config.method, "zero_shot": evaluator(setup.teacher, "zero_shot")}
   if (wd / "checkpoints").exists():
     student = student_lib.restore_student(config, workdir, setup.teacher)
-    results["optical"] = evaluator(student, "optical")
+    results[config.method] = evaluator(student, config.method)
   (wd / "evaluate.json").write_text(json.dumps(results, indent=2))
   print(distill_results_table(results, config.eval.metrics), flush=True)
   return results

@@ -58,6 +58,12 @@ class CellRun:
   config: ml_collections.ConfigDict
 
 
+def compared(s: Settings, config: ml_collections.ConfigDict) -> str:
+  """The results key (and eval/ run name) a cell is reported by: the block's
+  `runs_to_compare`, else the cell's method."""
+  return s.runs_to_compare or config.method
+
+
 def sweep(key: str, values: Sequence[float]) -> list[tuple[str, dict[str, Any]]]:
   """Cells `<last part of key>=<value>` setting `key` to each value, for `grid`."""
   return [(f"{key.rsplit('.', 1)[-1]}={v}", {key: v}) for v in values]

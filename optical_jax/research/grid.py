@@ -9,6 +9,7 @@ An experiment config (`configs/experiments/*.py`) is a job config whose
   also_against     more cells to test every other against (a table each)
   metrics          what is reported (default: config.eval.metrics)
   runs_to_compare  the job's results[it] is reported, its eval/<it>.run tested
+                   ('' = each cell's method)
   job              a jobs.MODES name ('distill') or 'package.module:function'
   qrels            qrels file of the tests ('' = the configured eval collection's)
   n_permutations, alpha   of the randomization test and the significance mark
@@ -65,7 +66,8 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   """Runs every unfinished (cell, seed) of `config`'s grid, then `aggregate`s.
 
   Args:
-    job: (config, workdir) -> results with a metrics dict `results[runs_to_compare]`;
+    job: (config, workdir) -> results with a metrics dict under the cell's key
+      (`cells.compared`: `runs_to_compare`, else the cell's method);
       default `experiment.job`.
     qrels: path or `{qid: {docid: grade}}` for the significance tests; default
       `experiment.qrels`, else the configured collection's.
@@ -82,11 +84,12 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     log.info("[%d/%d] cell %s seed %d -> %s", i, len(todo), run.cell, run.seed, run.workdir)
     run.workdir.mkdir(parents=True, exist_ok=True)
     results = job(run.config, str(run.workdir))
-    if not isinstance((results or {}).get(s.runs_to_compare), Mapping):
+    key = cells.compared(s, run.config)
+    if not isinstance((results or {}).get(key), Mapping):
       raise ValueError(f"cell {run.cell!r} seed {run.seed}: the job returned no "
-                       f"{s.runs_to_compare!r} metrics dict: {str(results)[:200]}")
+                       f"{key!r} metrics dict: {str(results)[:200]}")
     if _is_main_process():
-      cells.write_done(run, results, results[s.runs_to_compare])
+      cells.write_done(run, results, results[key])
   return report.aggregate(config, workdir, qrels=qrels) if _is_main_process() else None
 
 

@@ -158,10 +158,11 @@ def _significance(s: cells_lib.Settings, wd: pathlib.Path, cells: Mapping[str, C
       notes.append("no qrels (no experiment.qrels, no eval collection): no significance tests")
 
   def vectors(name: str) -> dict[str, dict[str, float]] | None:
-    paths = [wd / "cells" / name / f"seed{seed}" / "eval" / f"{s.runs_to_compare}.run"
+    key = cells_lib.compared(s, configs[name])
+    paths = [wd / "cells" / name / f"seed{seed}" / "eval" / f"{key}.run"
              for seed in cells[name].seeds]
     if not all(p.exists() for p in paths):
-      notes.append(f"{name}: no eval/{s.runs_to_compare}.run for every seed, no significance test")
+      notes.append(f"{name}: no eval/{key}.run for every seed, no significance test")
       return None
     out = _per_query(judged, paths, testable)
     for m in testable:   # the qrels must be the job's, or the tests test something else
@@ -214,7 +215,8 @@ def markdown(summary: Summary) -> str:
            f"per-query values averaged over seeds; {summary.n_queries} queries; no "
            "multiple-comparison correction." if summary.n_queries else
            "No significance tests: no per-query retrieval runs to pair (see the notes).")
-  lines.append(f"\nmean ± sample std over seeds (0 for one seed) of the {s.runs_to_compare} "
+  compared = s.runs_to_compare or "each cell's method"
+  lines.append(f"\nmean ± sample std over seeds (0 for one seed) of the {compared} "
                f"results. {tests}")
   for other, by_cell in summary.against.items():
     lines += [f"\nAgainst {other} (difference of means; {significance_lib.SIGNIFICANT_MARK} as "
