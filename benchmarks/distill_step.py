@@ -1,23 +1,30 @@
 """One OPTICAL distillation step: our jitted JAX step vs the same step in PyTorch.
 
-Both sides run the same model weights (the embedded multilingual-e5-small, or
-`--model`), the same batch (`--batch` pairs of `--length` tokens a side) and
-the same objective: teacher forward on the English side (no grad), student
-forward and backward on the source side, cosine cost, uniform marginals, a
-batched log-domain Sinkhorn of `--iterations` steps (plan held constant),
-<P, C> plus in-batch InfoNCE, gradient clipping and an AdamW update of all
-student parameters but the word embedding.
+Both sides run the same model weights (`--model`: the embedded
+multilingual-e5-small, an HF directory, or random:e5-small / random:e5-base,
+random weights of those shapes built locally), the same batch (`--batch` pairs
+of `--length` tokens a side) and the same objective: teacher forward on the
+English side (no grad), student forward and backward on the source side,
+cosine cost, uniform marginals, a batched log-domain Sinkhorn of
+`--iterations` steps in float32 (plan held constant), <P, C> plus in-batch
+InfoNCE, gradient clipping and an AdamW update of all student parameters but
+the word embedding. PyTorch runs on the device JAX runs on (CUDA when JAX sees
+a GPU) with SDPA attention, `torch.autocast` for the encoders in bfloat16, and
+fused AdamW on CUDA; ours is `step.jit_distill_step` as the distill job runs it.
 
-Prints median step time, pairs/second, the ratio, and an MFU estimate: model
-FLOPs per step (forward 2 x parameters x tokens plus attention; backward twice
-the forward) over the dense float32 matmul throughput this machine reaches
-(measured in the same run with a large numpy GEMM, or `--peak_gflops`).
+Prints median step time, pairs/second, the ratio, and MFU: model FLOPs per step
+(teacher forward, student forward and backward; attention included) over the
+device's dense peak for the dtype used (datasheet for known GPUs, with
+float32 = TF32 as JAX uses it; else a measured GEMM; or `--peak_tflops`).
 
-  python benchmarks/distill_step.py
+  python benchmarks/distill_step.py                            # the demo's step, CPU
+  python benchmarks/distill_step.py --preset=small-bf16        # e5-small, 256 x 128, bf16
+  python benchmarks/distill_step.py --preset=base-bf16         # e5-base, 128 x 128, bf16
+  python benchmarks/distill_step.py --engine=jax --json=out.jsonl   # one engine per process
 """
 import argparse
 import copy
-import os
+import json
 import time
 
 import jax
@@ -25,19 +32,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from optical_jax import config as config_lib
-from optical_jax.models import embedded
+from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
 from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
-import timing  # benchmarks/timing.py, beside this script
+import devices  # benchmarks/devices.py, beside this script
+import timing   # benchmarks/timing.py
 
-
-def measured_peak_gflops(n=2048, repeats=5) -> float:
-  a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
-  a @ a
-  return 2 * n ** 3 / timing.median_seconds(lambda: a @ a, repeats) / 1e9
+# --preset: the model, batch shape and dtype of the GPU goals.
+PRESETS = {
+    "demo": dict(model="embedded", batch=32, length=64, dtype="float32"),
+    "small-f32": dict(model="random:e5-small", batch=32, length=64, dtype="float32"),
+    "small-bf16": dict(model="random:e5-small", batch=256, length=128, dtype="bfloat16"),
+    "base-bf16": dict(model="random:e5-base", batch=128, length=128, dtype="bfloat16"),
+}
 
 
 def step_flops(cfg, batch, length, trained_blocks) -> float:
@@ -53,18 +63,21 @@ def step_flops(cfg, batch, length, trained_blocks) -> float:
   return forward * (2 + 2 * trained_blocks / n)
 
 
-def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg):
+def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg, dtype):
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count())
-  teacher = transformers.AutoModel.from_pretrained(directory, add_pooling_layer=False).eval()
+  dev = devices.torch_device()
+  teacher = transformers.AutoModel.from_pretrained(
+      directory, add_pooling_layer=False, attn_implementation="sdpa").eval().to(dev)
   student = copy.deepcopy(teacher).train()
   student.embeddings.word_embeddings.weight.requires_grad_(False)
   params = [p for p in student.parameters() if p.requires_grad]
-  opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-  t = {k: torch.tensor(v) for k, v in dict(ids_s=ids_s, mask_s=mask_s, ids_t=ids_t,
-                                            mask_t=mask_t).items()}
+  opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                          fused=dev.type == "cuda")
+  t = {k: torch.tensor(v, device=dev) for k, v in dict(ids_s=ids_s, mask_s=mask_s, ids_t=ids_t,
+                                                        mask_t=mask_t).items()}
   eps, iters, tau = cfg.ot.epsilon, cfg.ot.num_iterations, cfg.loss.temperature
+  autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
   def pool(x, m):
     m = m.unsqueeze(-1).float()
@@ -80,11 +93,12 @@ def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg):
     return p * (a.unsqueeze(2) > 0) * (b.unsqueeze(1) > 0)
 
   def step():
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
       th = teacher(input_ids=t["ids_t"], attention_mask=t["mask_t"]).last_hidden_state
-      tv = pool(th, t["mask_t"])
-    sh = student(input_ids=t["ids_s"], attention_mask=t["mask_s"]).last_hidden_state
-    sv = pool(sh, t["mask_s"])
+    with autocast:
+      sh = student(input_ids=t["ids_s"], attention_mask=t["mask_s"]).last_hidden_state
+    th, sh = th.float(), sh.float()   # the OT and the losses in float32, as ours
+    tv, sv = pool(th, t["mask_t"]), pool(sh, t["mask_s"])
     c = 1 - torch.nn.functional.normalize(sh, dim=-1) @ torch.nn.functional.normalize(
         th, dim=-1).transpose(1, 2)
     a = t["mask_s"].float() / t["mask_s"].sum(1, keepdim=True)
@@ -94,38 +108,51 @@ def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg):
     loss = (plan * c).sum((1, 2)).mean() * cfg.loss.ot_weight
     logits = sv @ tv.T / tau
     loss = loss + cfg.loss.contrastive_weight * torch.nn.functional.cross_entropy(
-        logits, torch.arange(len(logits)))
+        logits, torch.arange(len(logits), device=dev))
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_norm)
     opt.step()
+    devices.sync(dev)
     return float(loss)
 
-  return step
+  return step, f"PyTorch {torch.__version__}"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default=None, help="HF directory (default: embedded e5-small)")
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--length", type=int, default=64)
+  parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                      help="model, batch, length and dtype at once (flags given win)")
+  parser.add_argument("--model", default=None,
+                      help="HF directory, 'embedded', or random:e5-small / random:e5-base")
+  parser.add_argument("--cache", default="~/.cache/optical_jax/bench",
+                      help="where random:* models are built once")
+  parser.add_argument("--batch", type=int, default=None)
+  parser.add_argument("--length", type=int, default=None)
+  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   parser.add_argument("--iterations", type=int, default=50)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--peak_gflops", type=float, default=None)
+  parser.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"])
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="dense peak for MFU (default: datasheet, else measured)")
   parser.add_argument("--trainable", default="no_word_embeddings",
                       help="train.trainable for our step (the PyTorch step always trains "
                            "all but the word embeddings; compare ratios only at the default)")
-  parser.add_argument("--skip_torch", action="store_true")
+  parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
+  parser.add_argument("--json", default=None, help="append the results to this JSONL file")
   args = parser.parse_args()
+  preset = PRESETS[args.preset or "demo"]
+  for key, value in preset.items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
 
   cfg = config_lib.default()
   cfg.ot.num_iterations = args.iterations
-  directory = args.model or str(embedded.ensure_converted())
-  teacher = weights.load_pretrained(directory, dtype=args.dtype)
-  ecfg = teacher.encoder.cfg
+  directory = devices.resolve_model(args.model, args.cache)
+  with open(f"{directory}/config.json", encoding="utf-8") as f:
+    ecfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
   rng = np.random.default_rng(0)
-  ids_s = rng.integers(5, 250_000 if ecfg.vocab_size > 250_000 else ecfg.vocab_size,
+  ids_s = rng.integers(5, min(ecfg.vocab_size, 250_000),
                        size=(args.batch, args.length)).astype(np.int32)
   ids_t = np.roll(ids_s, 1, axis=0)
   ids_s[:, 0] = ids_t[:, 0] = 0
@@ -134,45 +161,58 @@ def main():
   special = np.zeros(ids_s.shape, bool)
   batch = dict(src_ids=ids_s, src_mask=mask, src_special=special,
                tgt_ids=ids_t, tgt_mask=mask, tgt_special=special)
-
-  parts, params = trainable_lib.ModelParts.split(teacher)
   pred = trainable_lib.trainable_predicate(args.trainable, ecfg.num_layers)
-  trainable = {k: v for k, v in params.items() if pred(k)}
-  frozen = {k: v for k, v in params.items() if not pred(k)}
-  tx, _ = state_lib.make_optimizer(cfg.train)
-  step = step_lib.jit_distill_step(parts, parts, config_lib.loss_config(cfg), tx, ecfg.num_layers)
-  state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, 0)
-  t0 = time.perf_counter()
-  state, m = step(state, frozen, params, batch)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
 
-  def ours():
-    nonlocal state
-    state, metrics = step(state, frozen, params, batch)
-    jax.block_until_ready(metrics)
+  rows, compile_s, blocks = [], None, None
+  if args.engine in ("both", "jax"):
+    teacher = weights.load_pretrained(directory, dtype=args.dtype, attention=args.attention)
+    parts, params = trainable_lib.ModelParts.split(teacher)
+    trainable = {k: v for k, v in params.items() if pred(k)}
+    frozen = {k: v for k, v in params.items() if not pred(k)}
+    tx, _ = state_lib.make_optimizer(cfg.train)
+    step = step_lib.jit_distill_step(parts, parts, config_lib.loss_config(cfg), tx,
+                                     ecfg.num_layers)
+    params, frozen = jax.device_put(params), jax.device_put(frozen)
+    state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, 0)
+    start = time.perf_counter()
+    state, m = step(state, frozen, params, batch)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - start
 
-  ours()
-  rows = [("optical_jax (jit)", timing.median_seconds(ours, args.repeats))]
-  if not args.skip_torch:
-    torch_step = torch_step_fn(directory, ids_s, mask, ids_t, mask, cfg)
+    def ours():
+      nonlocal state
+      state, metrics = step(state, frozen, params, batch)
+      jax.block_until_ready(metrics)
+
+    ours()
+    rows.append(("optical_jax (jit)", "jax", timing.median_seconds(ours, args.repeats)))
+    blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}
+  if args.engine in ("both", "torch"):
+    torch_step, name = torch_step_fn(directory, ids_s, mask, ids_t, mask, cfg, args.dtype)
     torch_step()
-    import torch  # pylint: disable=g-import-not-at-top
-    rows.append((f"PyTorch {torch.__version__}", timing.median_seconds(torch_step, args.repeats)))
+    rows.append((name, "torch", timing.median_seconds(torch_step, args.repeats)))
 
-  peak = args.peak_gflops or measured_peak_gflops()
-  blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}
-  flops = step_flops(ecfg, args.batch, args.length, ecfg.num_layers - min(blocks, default=ecfg.num_layers))
-  print(f"trainable {args.trainable}; batch {args.batch} pairs x length {args.length}, "
-        f"{args.iterations} Sinkhorn "
-        f"iterations, {args.dtype}; {os.cpu_count()} CPU cores; first call (compile) "
-        f"{compile_s:.1f} s; step {flops / 1e9:.0f} GFLOP; peak {peak:.0f} GFLOP/s "
-        f"({'given' if args.peak_gflops else 'measured numpy float32 GEMM'})")
+  peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
+  lowest = min(blocks) if blocks else 0   # PyTorch trains every block
+  flops = step_flops(ecfg, args.batch, args.length, ecfg.num_layers - lowest)
+  print(f"device: {devices.device()}; model {args.model}; trainable {args.trainable}; batch "
+        f"{args.batch} pairs x length {args.length}, {args.iterations} Sinkhorn iterations, "
+        f"{args.dtype}, attention {args.attention}; step {flops / 1e9:.0f} GFLOP; peak "
+        f"{peak:.1f} TFLOP/s ({source})"
+        + (f"; first call (compile) {compile_s:.1f} s" if compile_s is not None else ""))
   print(f"{'engine':<24}{'median s/step':>14}{'pairs/s':>10}{'MFU':>8}")
-  for name, s in rows:
-    print(f"{name:<24}{s:>14.3f}{args.batch / s:>10.1f}{flops / s / 1e9 / peak:>8.1%}")
+  for name, _, s in rows:
+    print(f"{name:<24}{s:>14.4f}{args.batch / s:>10.1f}{flops / s / 1e12 / peak:>8.1%}")
   if len(rows) == 2:
-    print(f"ratio optical_jax / PyTorch (pairs/s): {rows[1][1] / rows[0][1]:.2f}x")
+    print(f"ratio optical_jax / PyTorch (pairs/s): {rows[1][2] / rows[0][2]:.2f}x")
+  if args.json:
+    with open(args.json, "a") as f:
+      for name, engine, s in rows:
+        f.write(json.dumps({"benchmark": "distill_step", "engine": engine, "name": name,
+                            "device": devices.device(), "model": args.model,
+                            "dtype": args.dtype, "batch": args.batch, "length": args.length,
+                            "seconds": s, "per_s": args.batch / s,
+                            "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,82 +1,128 @@
 """Encoder throughput: our jitted NNX encoder vs PyTorch transformers, same weights.
 
-Encodes batches of `--batch` sequences of `--length` tokens with the embedded
-multilingual-e5-small (or `--model`, any HF directory) and prints texts/second
-for both, in the same process, with the ratio. Medians over `--repeats` timed
-runs after warm-up; compile time is reported separately.
+Encodes `--batch` sequences of `--length` tokens (full rows: both engines do the
+same work whatever their padding tricks) with `--model` and prints texts/second
+for each engine, the ratio, and MFU against the device's dense peak for the
+dtype used (bf16, or float32 = TF32 on NVIDIA GPUs). Medians over `--repeats`
+timed runs after warm-up; compile time is reported apart. PyTorch runs on the
+device JAX runs on (CUDA when JAX sees a GPU), with SDPA attention and, for
+bfloat16, `torch.autocast` (weights stay float32 on both sides).
 
-  python benchmarks/encode.py                      # e5-small, batch 64, length 128
-  python benchmarks/encode.py --dtype=bfloat16     # (useful on GPU/TPU)
+  python benchmarks/encode.py                                  # embedded e5-small, CPU
+  python benchmarks/encode.py --model=random:e5-base --dtype=bfloat16 --batch=512
+  python benchmarks/encode.py --engine=jax --json=out.jsonl     # one engine per process
+
+`--engine=jax|torch` runs one engine (a GPU's memory then belongs to it alone;
+benchmarks/gpu.sh runs each in its own process); `--json` appends the result.
 """
 import argparse
-import os
+import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optical_jax.models import embedded
+from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
 
-import timing  # benchmarks/timing.py, beside this script
+import devices  # benchmarks/devices.py, beside this script
+import timing   # benchmarks/timing.py
+
+
+def encoder_flops(cfg, batch: int, length: int) -> float:
+  """Matmul FLOPs of one forward: projections and MLP, plus QK^T and PV."""
+  h, f = cfg.hidden_size, cfg.intermediate_size
+  per_token = 2 * (4 * h * h + 2 * h * f) + 4 * length * h
+  return cfg.num_layers * per_token * batch * length
+
+
+def run_jax(directory, ids, mask, args):
+  model = weights.load_pretrained(directory, dtype=args.dtype, attention=args.attention)
+  encode = jax.jit(lambda m, i, k: m.token_embeddings(i, k))
+  ids_j, mask_j = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+  start = time.perf_counter()
+  out = encode(model, ids_j, mask_j).block_until_ready()
+  compile_s = time.perf_counter() - start
+  seconds = timing.median_seconds(lambda: encode(model, ids_j, mask_j).block_until_ready(),
+                                  args.repeats)
+  return seconds, compile_s, np.asarray(out, np.float32)
+
+
+def run_torch(directory, ids, mask, args):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  dev = devices.torch_device()
+  ref = transformers.AutoModel.from_pretrained(directory, attn_implementation="sdpa",
+                                               add_pooling_layer=False).eval().to(dev)
+  ids_t, mask_t = torch.tensor(ids, device=dev), torch.tensor(mask, device=dev)
+  autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+  def forward():
+    with torch.inference_mode(), autocast:
+      out = ref(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+    devices.sync(dev)
+    return out
+
+  out = forward()
+  seconds = timing.median_seconds(forward, args.repeats)
+  return seconds, out.float().cpu().numpy(), f"PyTorch {torch.__version__} (SDPA)"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default=None, help="HF directory (default: embedded e5-small)")
+  parser.add_argument("--model", default="embedded",
+                      help="HF directory, 'embedded', or random:e5-small / random:e5-base")
+  parser.add_argument("--cache", default="~/.cache/optical_jax/bench",
+                      help="where random:* models are built once")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--length", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--skip_torch", action="store_true")
+  parser.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"])
+  parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="dense peak for MFU (default: datasheet, else measured)")
+  parser.add_argument("--json", default=None, help="append the results to this JSONL file")
   args = parser.parse_args()
 
-  directory = args.model or str(embedded.ensure_converted())
-  model = weights.load_pretrained(directory, dtype=args.dtype)
-  cfg = model.encoder.cfg
+  directory = devices.resolve_model(args.model, args.cache)
+  with open(f"{directory}/config.json", encoding="utf-8") as f:
+    cfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
   rng = np.random.default_rng(0)
-  # Full-length rows of real-looking ids (specials at both ends, no padding),
-  # so both engines do the same work whatever their padding tricks.
   ids = rng.integers(5, min(cfg.vocab_size, 250_000), size=(args.batch, args.length))
   ids[:, 0], ids[:, -1] = 0, 2
   mask = np.ones_like(ids)
 
-  encode = jax.jit(lambda m, i, k: m.token_embeddings(i, k))
-  ids_j, mask_j = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
-  start = time.perf_counter()
-  ours_out = encode(model, ids_j, mask_j).block_until_ready()
-  compile_s = time.perf_counter() - start
-  ours_s = timing.median_seconds(lambda: encode(model, ids_j, mask_j).block_until_ready(),
-                           args.repeats)
-  rows = [("optical_jax (jit)", ours_s)]
-  print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPU cores; "
-        f"batch {args.batch} x length {args.length}, {args.dtype}; "
-        f"first call (compile + run) {compile_s:.1f} s")
-
-  if not args.skip_torch:
-    import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(os.cpu_count())
-    ref = transformers.AutoModel.from_pretrained(directory).eval()
-    ids_t, mask_t = torch.tensor(ids), torch.tensor(mask)
-
-    def run_torch():
-      with torch.inference_mode():
-        return ref(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
-
-    torch_out = run_torch()
-    torch_s = timing.median_seconds(run_torch, args.repeats)
-    rows.append((f"PyTorch {torch.__version__} transformers", torch_s))
-    if args.dtype == "float32":
-      diff = float(np.abs(np.asarray(ours_out) - torch_out.numpy()).max())
-      print(f"max abs difference of token embeddings: {diff:.2e}")
-
-  print(f"{'engine':<36}{'median s/batch':>16}{'texts/s':>12}")
-  for name, s in rows:
-    print(f"{name:<36}{s:>16.3f}{args.batch / s:>12.1f}")
+  rows, outputs = [], {}
+  if args.engine in ("both", "jax"):
+    seconds, compile_s, outputs["jax"] = run_jax(directory, ids, mask, args)
+    rows.append(("optical_jax (jit)", "jax", seconds))
+  if args.engine in ("both", "torch"):
+    seconds, outputs["torch"], name = run_torch(directory, ids, mask, args)
+    rows.append((name, "torch", seconds))
+  peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
+  flops = encoder_flops(cfg, args.batch, args.length)
+  print(f"device: {devices.device()}; model {args.model}; batch {args.batch} x length "
+        f"{args.length}, {args.dtype}, attention {args.attention}; {flops / 1e9:.0f} GFLOP "
+        f"per batch; peak {peak:.3g} TFLOP/s ({source})"
+        + (f"; first call (compile + run) {compile_s:.1f} s" if "jax" in outputs else ""))
+  if len(outputs) == 2 and args.dtype == "float32":
+    diff = float(np.abs(outputs["jax"] - outputs["torch"]).max())
+    print(f"max abs difference of token embeddings: {diff:.2e}")
+  print(f"{'engine':<36}{'median s/batch':>16}{'texts/s':>12}{'MFU':>8}")
+  for name, _, s in rows:
+    print(f"{name:<36}{s:>16.4f}{args.batch / s:>12.1f}{flops / s / 1e12 / peak:>8.1%}")
   if len(rows) == 2:
-    print(f"ratio optical_jax / PyTorch (texts/s): {rows[1][1] / rows[0][1]:.2f}x")
+    print(f"ratio optical_jax / PyTorch (texts/s): {rows[1][2] / rows[0][2]:.2f}x")
+  if args.json:
+    with open(args.json, "a") as f:
+      for name, engine, s in rows:
+        f.write(json.dumps({"benchmark": "encode", "engine": engine, "name": name,
+                            "device": devices.device(), "model": args.model,
+                            "dtype": args.dtype, "batch": args.batch, "length": args.length,
+                            "seconds": s, "per_s": args.batch / s,
+                            "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def default() -> ml_collections.ConfigDict:
                                         # the student starts as a copy of it
   c.model.dtype = "float32"             # activations and matmuls: float32 | bfloat16
   c.model.param_dtype = "float32"       # parameters: float32 | bfloat16
+  # Attention: auto (cuDNN's fused kernel on NVIDIA GPUs in bf16 / fp16, else
+  # XLA's) | xla | cudnn (an error where it cannot run).
+  c.model.attention = "auto"
 
   c.text = ml_collections.ConfigDict()
   c.text.src_prefix = "query: "         # student, low-resource side of the bitext
@@ -351,6 +354,7 @@ def check(c: ml_collections.ConfigDict) -> None:
              "data.on_bad_line": ("error", "skip"),
              "eval.collection": ("bible", "files", "none", "miracl", "mlqa", "multi30k"),
              "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
+             "model.attention": ("auto", "xla", "cudnn"),
              "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no")}
   if c.method not in (*losses.METHODS, *losses.UNTRAINED):
     raise ConfigError(f"config.method={c.method!r}: expected one of "

@@ -198,8 +198,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                   len(utts), len(unknown), b.train_lang, b.train_split, b.unknown_intents,
                   ", ".join(list(unknown)[:5]) + (" ..." if len(unknown) > 5 else ""))
 
-  teacher, tokenizer, _ = models.load(config.model.teacher, dtype=config.model.dtype,
-                                      param_dtype=config.model.param_dtype)
+  teacher, tokenizer, _ = models.load_configured(config.model)
 
   def encode(model, utts: mtop.Utterances, name: str) -> np.ndarray:
     return encode_lib.encode_texts(model, tokenizer, utts.texts, prefix=config.text.query_prefix,

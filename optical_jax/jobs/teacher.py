@@ -119,8 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     (wd / "config.json").write_text(config.to_json(indent=2))
   tc, tcfg = config.teacher, config.train
   data, col = sources.load_triples(config)     # before the model: a bad line fails fast
-  model, tokenizer, _ = models.load(config.model.teacher, dtype=config.model.dtype,
-                                    param_dtype=config.model.param_dtype)
+  model, tokenizer, _ = models.load_configured(config.model)
   parts, _, params, frozen = trainable.split_model(model, tcfg.trainable,
                                                    model.encoder.cfg.num_layers)
   batch_kw = dict(query_prefix=config.text.query_prefix, doc_prefix=config.text.doc_prefix,

@@ -28,10 +28,17 @@ def resolve_dir(spec: str) -> pathlib.Path:
   return weights.resolve(spec)
 
 
-def load(spec: str, *, dtype: str = "float32", param_dtype: str = "float32", head=None):
+def load(spec: str, *, dtype: str = "float32", param_dtype: str = "float32",
+         attention: str = "auto", head=None):
   """(TextModel, Tokenizer, directory) for a model spec."""
   directory = resolve_dir(spec)
   model = weights.load_pretrained(str(directory), head=head, dtype=dtype,
-                                  param_dtype=param_dtype)
+                                  param_dtype=param_dtype, attention=attention)
   model.name = spec
   return model, tokenizer_lib.Tokenizer.from_pretrained(directory), directory
+
+
+def load_configured(model_block):
+  """`load` of a config's `model` block (teacher, dtypes, attention)."""
+  return load(model_block.teacher, dtype=model_block.dtype, param_dtype=model_block.param_dtype,
+              attention=model_block.attention)

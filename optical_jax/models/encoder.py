@@ -39,6 +39,39 @@ _ACTIVATIONS = {
 }
 
 
+# How attention is computed: 'xla' (XLA's attention, any platform), 'cudnn'
+# (cuDNN's fused kernel: NVIDIA GPUs, bf16 / fp16, head dim <= 128 and a
+# multiple of 8), 'auto' (cudnn where it applies, else xla).
+ATTENTION = ("auto", "xla", "cudnn")
+
+
+def cudnn_attention_applies(dtype: str, head_dim: int) -> str | None:
+  """None when cuDNN's fused attention can run here, else why not."""
+  if jax.default_backend() != "gpu" or "nvidia" not in jax.devices()[0].device_kind.lower():
+    return f"no NVIDIA GPU ({jax.default_backend()})"
+  if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+    return f"dtype {dtype} (cuDNN attention needs bfloat16 or float16)"
+  if head_dim > 128 or head_dim % 8:
+    return f"head dim {head_dim} (cuDNN needs <= 128 and a multiple of 8)"
+  return None
+
+
+def attention_implementation(requested: str, dtype: str, head_dim: int) -> str:
+  """'xla' or 'cudnn' for `model.attention` = `requested` on this platform.
+
+  Raises:
+    ValueError: an unknown name, or 'cudnn' where it cannot run (says why).
+  """
+  if requested not in ATTENTION:
+    raise ValueError(f"model.attention={requested!r}: expected one of {ATTENTION}")
+  why_not = cudnn_attention_applies(dtype, head_dim)
+  if requested == "cudnn" and why_not:
+    raise ValueError(f"model.attention='cudnn' cannot run here: {why_not}; use 'auto' or 'xla'")
+  if requested == "auto":
+    return "xla" if why_not else "cudnn"
+  return requested
+
+
 class UnsupportedArchitectureError(ValueError):
   """The checkpoint's config describes a model this encoder cannot run."""
 
@@ -61,6 +94,8 @@ class EncoderConfig:
     hidden_act: HF activation name ('gelu', 'gelu_new', ...).
     dtype: activation / matmul dtype ('float32' or 'bfloat16').
     param_dtype: parameter storage dtype.
+    attention: 'auto', 'xla' or 'cudnn' (`ATTENTION`); resolved when the
+      model runs, for the platform it runs on.
   """
   vocab_size: int
   hidden_size: int
@@ -75,6 +110,7 @@ class EncoderConfig:
   hidden_act: str = "gelu"
   dtype: str = "float32"
   param_dtype: str = "float32"
+  attention: str = "auto"
 
   def __post_init__(self):
     if self.model_type not in _POSITION_STYLE:
@@ -85,6 +121,8 @@ class EncoderConfig:
       raise UnsupportedArchitectureError(
           f"hidden_act {self.hidden_act!r} is not supported; supported: "
           f"{sorted(_ACTIVATIONS)}")
+    if self.attention not in ATTENTION:
+      raise ValueError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
     if self.hidden_size % self.num_heads:
       raise UnsupportedArchitectureError(
           f"hidden_size {self.hidden_size} is not divisible by num_heads "
@@ -203,24 +241,54 @@ class Embeddings(nnx.Module):
 
   def __call__(self, ids: jax.Array, mask: jax.Array,
                type_ids: jax.Array | None) -> jax.Array:
-    """[B, L] ids and mask -> [B, L, H] embeddings."""
+    """[B, L] ids and a right-padded [B, L] mask -> [B, L, H] embeddings.
+
+    Written so that no gradient is a scatter on a `cfg.dtype` tensor (a bf16
+    scatter-add is a compare-and-swap loop on NVIDIA GPUs, openxla/xla#26371):
+    the word rows are gathered from the parameter-dtype table and cast after
+    (the gradient scatters in that dtype); positions are a static slice of
+    their table (the gradient is a pad); token types are a select over the
+    few rows of theirs (the gradient a masked sum).
+
+    Positions assume right padding, as every batch of this package has it:
+    BERT counts from 0 at every position, XLM-R counts real tokens from
+    `pad + 1` and puts padding at `pad` (fairseq's cumulative count over the
+    mask, which a right-padded mask turns into a slice).
+    """
     cfg = self.cfg
-    if cfg.position_offset:
-      # fairseq/XLM-R: real tokens count from pad + 1, padding sits at pad.
-      m = mask.astype(jnp.int32)
-      positions = jnp.cumsum(m, axis=1) * m + cfg.pad_token_id
+    dtype = jnp.dtype(cfg.dtype)
+    length = ids.shape[1]
+    x = jnp.take(self.word.embedding[...], ids, axis=0).astype(dtype)
+    positions = self.position.embedding[...]
+    start = cfg.position_offset
+    rows = jax.lax.slice_in_dim(positions, start, start + length).astype(dtype)   # [L, H]
+    if start:   # XLM-R: padding sits at position `pad`
+      pad_row = positions[cfg.pad_token_id].astype(dtype)
+      x = x + jnp.where(mask[..., None].astype(bool), rows[None], pad_row)
     else:
-      positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-    x = self.word(ids) + self.position(positions)
+      x = x + rows[None]
     if self.token_type is not None:
-      x = x + self.token_type(jnp.zeros_like(ids) if type_ids is None else type_ids)
+      types = self.token_type.embedding[...].astype(dtype)              # [T, H]
+      if type_ids is None or types.shape[0] == 1:
+        x = x + types[0]
+      else:
+        picked = types[0]
+        for t in range(1, types.shape[0]):
+          picked = jnp.where((type_ids == t)[..., None], types[t], picked)
+        x = x + picked
     return self.norm(x)
 
 
 class SelfAttention(nnx.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+
+  The XLA path takes a [B, 1, 1, L] key mask. cuDNN's fused kernel rejects a
+  broadcast mask (jax-ml/jax#28974), and needs none: padding is on the right,
+  so per-row sequence lengths express it exactly (cuDNN's padding mode).
+  """
 
   def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
     n, d, h = cfg.num_heads, cfg.head_dim, cfg.hidden_size
     init = nnx.initializers.normal(0.02)
     zeros = nnx.initializers.zeros_init()
@@ -240,10 +308,31 @@ class SelfAttention(nnx.Module):
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """[B, L, H] and a [B, L] key mask -> [B, L, H]."""
     q, k, v = self.query(x), self.key(x), self.value(x)      # [B, L, N, D]
-    # Keys at padding never receive attention. A row with no real token at all
-    # (batch padding) attends uniformly instead of producing NaN.
-    ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool))
-    return self.out(ctx)
+    cfg = self.cfg
+    impl = attention_implementation(cfg.attention, cfg.dtype, cfg.head_dim)
+    return self.out(attend(q, k, v, mask, implementation=impl, by_lengths=impl == "cudnn"))
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+           implementation: str, by_lengths: bool) -> jax.Array:
+  """Attention of [B, L, N, D] queries over keys and values, padding left out.
+
+  Args:
+    mask: [B, L] right-padded (1 on real tokens).
+    implementation: 'xla' or 'cudnn'.
+    by_lengths: express the padding as per-row lengths (what cuDNN takes)
+      rather than a [B, 1, 1, L] mask. On real rows the two are the same.
+  """
+  if by_lengths:
+    # A row with no real token (batch padding) keeps one, so nothing is 0/0.
+    lengths = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths,
+                                        key_value_seq_lengths=lengths,
+                                        implementation=implementation)
+  # Keys at padding never receive attention. A row with no real token at all
+  # (batch padding) attends uniformly instead of producing NaN.
+  return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool),
+                                      implementation=implementation)
 
 
 class Block(nnx.Module):

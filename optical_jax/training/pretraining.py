@@ -81,7 +81,9 @@ def masked_lm_term(encoder: encoder_lib.Encoder, head: lm_head.MLMHead, ids: jax
   # Every chosen position has weight 1 > 0 and there are at most k, so the
   # top k hold them all; the slots left over carry weight 0.
   _, pos = jax.lax.top_k(weights, k)                                   # [B, K]
-  hidden = jnp.take_along_axis(hidden, pos[..., None], axis=1)        # [B, K, H]
+  # Gathered in float32: the gradient of a gather is a scatter-add, and a bf16
+  # one is a compare-and-swap loop on NVIDIA GPUs (openxla/xla#26371).
+  hidden = jnp.take_along_axis(hidden.astype(jnp.float32), pos[..., None], axis=1)  # [B, K, H]
   labels = jnp.take_along_axis(labels, pos, axis=1)
   weights = jnp.take_along_axis(weights, pos, axis=1)
   logits = head(hidden, encoder.embeddings.word.embedding[...])        # [B, K, V]

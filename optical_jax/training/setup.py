@@ -30,8 +30,7 @@ class Setup:
 def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) -> Setup:
   """Loads the teacher, its tokenizer, the bitext and the evaluation collection."""
   config_lib.check(config)
-  teacher, tokenizer, directory = models.load(config.model.teacher, dtype=config.model.dtype,
-                                              param_dtype=config.model.param_dtype)
+  teacher, tokenizer, directory = models.load_configured(config.model)
   src, tgt, collection, order = sources.load(config, need_train_data=need_train_data,
                                              with_order=True)
   return Setup(config, teacher, tokenizer, directory, src, tgt, collection, order)

@@ -44,8 +44,7 @@ def restore_student(config: ml_collections.ConfigDict, workdir: str,
                     teacher: heads_lib.TextModel | None = None) -> heads_lib.TextModel:
   """The student of the latest checkpoint in `workdir` (error if there is none)."""
   if teacher is None:
-    teacher, tokenizer, directory = models.load(config.model.teacher, dtype=config.model.dtype,
-                                                param_dtype=config.model.param_dtype)
+    teacher, tokenizer, directory = models.load_configured(config.model)
   else:
     directory = models.resolve_dir(config.model.teacher)
     tokenizer = tokenizer_lib.Tokenizer.from_pretrained(directory)

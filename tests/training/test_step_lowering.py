@@ -1,0 +1,68 @@
+"""What the compiled distillation step is made of, read from its lowered HLO.
+
+A bfloat16 scatter-add is a compare-and-swap loop on NVIDIA GPUs (openxla/xla#26371):
+the gradient of an embedding lookup written as a gather is such a scatter, and it
+made the bf16 step 5x slower than float32 there. The step must contain no scatter
+on a bfloat16 tensor, whatever trains (the word embedding too) and with the
+pretraining terms on.
+"""
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from optical_jax import config as config_lib
+from optical_jax.data import batches as batches_lib
+from optical_jax.data import tlm
+from optical_jax.models import tokenizer as tokenizer_lib
+from optical_jax.models import weights
+from optical_jax.training import pretraining
+from optical_jax.training import state as state_lib
+from optical_jax.training import step as step_lib
+from optical_jax.training import trainable as trainable_lib
+
+import defaults
+import tiny_checkpoints
+
+# An HLO instruction `%name = bf16[...] scatter(...)`, or a fusion whose root is one.
+_BF16_SCATTER = re.compile(r"=\s*bf16\[[^\]]*\](\{[^}]*\})?\s+scatter\(")
+
+
+def _lowered(checkpoint, trainable: str, multilingual_texts, pretrain=False):
+  model = weights.load_pretrained(str(checkpoint), dtype="bfloat16")
+  tok = tokenizer_lib.Tokenizer.from_pretrained(checkpoint)
+  parts, params = trainable_lib.ModelParts.split(model)
+  train, frozen = trainable_lib.split_trainable(params, trainable, model.encoder.cfg.num_layers)
+  head = None
+  if pretrain:
+    head, head_params = pretraining.Pretraining.create(
+        defaults.mlm_config(mlm_weight=1.0, tlm_weight=1.0), model, checkpoint, tok, seed=0)
+    train = dict(train, **head_params)
+  cfg = config_lib.default().train
+  tx, _ = state_lib.make_optimizer(cfg)
+  step = step_lib.bind_distill_step(parts, parts, defaults.loss_config(), tx, 2, head)
+  state = state_lib.init_state(jax.tree.map(jnp.array, train), tx, 0)
+  batch = batches_lib.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],
+                                 src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
+                                 batch_size=8)
+  if pretrain:
+    batch = tlm.add_tlm_inputs(batch, pad_id=tok.pad_id)
+  return jax.jit(step).lower(state, frozen, params, batch).as_text(dialect="hlo")
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlmr"])
+@pytest.mark.parametrize("trainable", ["no_word_embeddings", "all"])
+def test_bf16_step_has_no_bf16_scatter(tmp_path, multilingual_texts, kind, trainable):
+  write = tiny_checkpoints.write_bert if kind == "bert" else tiny_checkpoints.write_xlmr
+  hlo = _lowered(write(tmp_path / kind), trainable, multilingual_texts)
+  assert "bf16[" in hlo, "the step should run its encoders in bfloat16"
+  found = [line.strip()[:160] for line in hlo.splitlines() if _BF16_SCATTER.search(line)]
+  assert not found, "bf16 scatters in the step:\n" + "\n".join(found)
+
+
+def test_bf16_step_with_mlm_and_tlm_has_no_bf16_scatter(tmp_path, multilingual_texts):
+  checkpoint = tiny_checkpoints.write_bert(tmp_path / "bert")
+  hlo = _lowered(checkpoint, "all", multilingual_texts, pretrain=True)
+  found = [line.strip()[:160] for line in hlo.splitlines() if _BF16_SCATTER.search(line)]
+  assert not found, "bf16 scatters in the step:\n" + "\n".join(found)
