@@ -198,7 +198,7 @@ def main():
   print(f"device: {devices.device()}; model {args.model}; trainable {args.trainable}; batch "
         f"{args.batch} pairs x length {args.length}, {args.iterations} Sinkhorn iterations, "
         f"{args.dtype}, attention {args.attention}; step {flops / 1e9:.0f} GFLOP; peak "
-        f"{peak:.1f} TFLOP/s ({source})"
+        f"{peak:.3g} TFLOP/s ({source})"
         + (f"; first call (compile) {compile_s:.1f} s" if compile_s is not None else ""))
   print(f"{'engine':<24}{'median s/step':>14}{'pairs/s':>10}{'MFU':>8}")
   for name, _, s in rows:

@@ -59,6 +59,7 @@ def default() -> ml_collections.ConfigDict:
   c.data.tgt_path = ""                  # parallel: English file
   c.data.src_column = 0                 # tsv: the source column (0-based)
   c.data.tgt_column = 1                 # tsv: the English column
+  c.data.num_columns = 0                # tsv: columns every line has; 0 = up to the last used
   c.data.src_key = "src"                # jsonl: the source field
   c.data.tgt_key = "tgt"                # jsonl: the English field
   c.data.has_header = False             # tsv: skip the first line
@@ -229,11 +230,12 @@ class ConfigError(ValueError):
   """A config value the job cannot use; the message names the key."""
 
 
-def _flat(d, prefix: str = "") -> dict:
+def flatten(d, prefix: str = "") -> dict:
+  """`{'a': {'b': 1}}` -> `{'a.b': 1}`."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out
@@ -248,10 +250,10 @@ def differences(saved: dict, now: dict, defaults: dict | None = None) -> list[st
   config field does not orphan finished runs and checkpoints.
   """
   if defaults is None:
-    defaults = _flat(json.loads(default().to_json_best_effort()))
+    defaults = flatten(json.loads(default().to_json_best_effort()))
   else:
-    defaults = _flat(defaults)
-  old, new = _flat(saved), _flat(now)
+    defaults = flatten(defaults)
+  old, new = flatten(saved), flatten(now)
   missing = object()
   return sorted(k for k in old.keys() | new.keys()
                 if old.get(k, defaults.get(k, missing)) != new.get(k, missing))
@@ -264,22 +266,40 @@ def _build(key: str, factory, **kwargs):
     raise ConfigError(f"config.{key}: {e}") from None
 
 
+# Fields that do not change a run's result: logging, where prepared data is
+# cached, how attention is computed on the platform at hand. Records leave them out.
+NOT_RECORDED = ("train.log_every", "train.progress", "data.tfds_dir", "model.attention",
+                "eval.cache_dir", "eval.batch_size", "eval.every_steps")
+
+
 def resume_record(c: ml_collections.ConfigDict, keys) -> dict:
-  """`{key: value}` of the dotted `keys` of `c`, in JSON form: what a checkpoint
-  keeps so that resuming under another config is refused."""
+  """`{key: value}` of the dotted `keys` of `c` in JSON form, less `NOT_RECORDED`:
+  what a run records so that continuing it under another config is refused."""
   out = {}
   for key in keys:
     node = c
     for part in key.split("."):
       node = node[part]
     out[key] = node.to_dict() if hasattr(node, "to_dict") else node
-  return json.loads(json.dumps(out))
+  out = json.loads(json.dumps(out))
+  for key in NOT_RECORDED:
+    block, _, field = key.partition(".")
+    if isinstance(out.get(block), dict):
+      out[block].pop(field, None)
+  return out
 
 
 def check_resumable(saved: dict, c: ml_collections.ConfigDict, keys, where) -> None:
   """Raises ConfigError, naming the first differing key, unless `saved` (a
-  `resume_record`) matches `c` (see `differences`)."""
-  diff = differences(saved, resume_record(c, keys))
+  `resume_record`) matches `c` (see `differences`). `train.steps` may differ:
+  whether a run may continue with other steps is the workdir's check
+  (`training/workdir.py`), which knows the steps done."""
+  keys = tuple(keys)
+  # Only `keys` are compared: a checkpoint may record more (the run's training
+  # record) than a reader of its student needs to match.
+  saved = {k: v for k, v in flatten(saved).items()
+           if any(k == key or k.startswith(key + ".") for key in keys)}
+  diff = [k for k in differences(saved, resume_record(c, keys)) if k != "train.steps"]
   if diff:
     raise ConfigError(
         f"{where} holds a run with a different config.{diff[0]} (and {len(diff) - 1} more "
@@ -367,10 +387,29 @@ def check(c: ml_collections.ConfigDict) -> None:
     if c[block][field] not in allowed:
       raise ConfigError(f"config.{key}={c[block][field]!r}: expected one of {allowed}")
   for key in ("train.steps", "train.batch_size", "train.max_length", "eval.k",
-              "eval.batch_size"):
+              "eval.batch_size", "eval.max_length", "checkpoint.every_steps",
+              "checkpoint.max_to_keep", "train.log_every"):
     block, field = key.split(".")
     if c[block][field] < 1:
-      raise ConfigError(f"config.{key} must be >= 1, got {c[block][field]}")
+      why = (" (0 would delete every checkpoint, the last one too)"
+             if key == "checkpoint.max_to_keep" else "")
+      raise ConfigError(f"config.{key} must be >= 1, got {c[block][field]}{why}")
+  if not c.train.lr > 0:
+    raise ConfigError(f"config.train.lr must be > 0, got {c.train.lr}")
+  if not 0 <= c.train.warmup_frac < 1:
+    raise ConfigError(f"config.train.warmup_frac must be in [0, 1), got {c.train.warmup_frac}")
+  needed = {}
+  if c.data.source == "files":
+    needed["data"] = (("src_path", "tgt_path") if c.data.format == "parallel" else ("path",))
+  if c.eval.collection == "files":
+    needed["eval"] = ("queries", "corpus", "qrels")
+  for block, fields in needed.items():
+    for field in fields:
+      if not c[block][field]:
+        what = f"{block}.source" if block == "data" else f"{block}.collection"
+        raise ConfigError(f"config.{block}.{field} is empty: config.{what}='files'"
+                          + (f" with format={c.data.format!r}" if block == "data" else "")
+                          + " reads it")
   loss_config(c)
   pretrain_config(c)
 

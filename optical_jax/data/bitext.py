@@ -121,6 +121,8 @@ class _Tally:
 
 def _raw_lines(path: PathLike) -> Iterator[tuple[int, bytes]]:
   """(1-based line number, bytes without the line ending) of each line."""
+  if os.path.isdir(path):
+    raise IsADirectoryError(errno.EISDIR, "a directory, not a bitext file", os.fspath(path))
   if not os.path.isfile(path):
     raise FileNotFoundError(errno.ENOENT, "No such file", os.fspath(path))
   with open(path, "rb") as f:
@@ -196,7 +198,8 @@ def read_tsv(path: PathLike, *, src_column: int = 0, tgt_column: int = 1,
         continue
       fields = line.split("\t")
       if len(fields) != want:
-        hint = " (set num_columns if the file has more)" if len(fields) > want else ""
+        hint = (f" (if every line has {len(fields)}, set num_columns={len(fields)}: "
+                f"config.data.num_columns)" if len(fields) > want else "")
         raise _BadLine("wrong_columns",
                        f"expected {want} tab-separated columns, got {len(fields)}{hint}")
       src, tgt = _sides(fields[src_column], fields[tgt_column],

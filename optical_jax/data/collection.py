@@ -91,6 +91,41 @@ def read_texts(path: PathLike) -> dict[str, str]:
   return out
 
 
+def check_collection(col: EvalCollection, what: str = "the evaluation collection"
+                     ) -> dict[str, int]:
+  """Counts what makes a collection's metrics mean something, and refuses one
+  whose metrics cannot mean anything.
+
+  A query none of whose relevant documents is in the corpus scores 0 for every
+  system; metrics over a corpus of one document rank nothing. The counts go
+  into the job's results so that a partial loss is visible beside the metrics.
+
+  Returns:
+    {'queries', 'documents', 'judged_queries', 'queries_without_relevant_document'}.
+
+  Raises:
+    ValueError: fewer than 2 documents, or no judged query with a relevant
+      document in the corpus.
+  """
+  judged = [q for q, j in col.qrels.items() if q in col.queries]
+  answerable = [q for q in judged if any(g > 0 and d in col.docs for d, g in col.qrels[q].items())]
+  counts = {"queries": len(col.queries), "documents": len(col.docs),
+            "judged_queries": len(judged),
+            "queries_without_relevant_document": len(judged) - len(answerable)}
+  if len(col.docs) < 2:
+    raise ValueError(f"{what} has {len(col.docs)} document(s): retrieval metrics over it "
+                     "mean nothing")
+  if not answerable:
+    raise ValueError(f"{what}: none of its {len(judged)} judged queries has a relevant "
+                     "document in the corpus (every system would score 0); check that the "
+                     "qrels' document ids are the corpus's")
+  if counts["queries_without_relevant_document"]:
+    log.warning("%s: %d of %d judged queries have no relevant document in the corpus: "
+                "they score 0 for every system", what,
+                counts["queries_without_relevant_document"], len(judged))
+  return counts
+
+
 def read_collection(queries_path: PathLike, corpus_path: PathLike,
                     qrels_path: PathLike) -> EvalCollection:
   """Reads queries, corpus (`id<TAB>text` or BEIR `.jsonl`) and TREC/BEIR qrels.

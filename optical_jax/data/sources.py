@@ -10,6 +10,7 @@ import logging
 
 import ml_collections
 
+from optical_jax import config as config_lib
 from optical_jax.data import batching
 from optical_jax.data import bible
 from optical_jax.data import bible_triples
@@ -41,10 +42,22 @@ def subsample(col: Collection, max_queries: int, max_docs: int) -> Collection:
 
 
 def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
-         with_order: bool = False):
+         with_order: bool = False, report: dict | None = None):
   """(source texts, English texts, evaluation collection or None), and with
   `with_order` the training order: a `BatchOrder`, or for `data.source='mix'`
-  a `layouts.MixedOrder` (whose realised mix is its `report`)."""
+  a `layouts.MixedOrder` (whose realised mix is its `report`).
+
+  `report`, when given, receives what the job's results should show beside its
+  metrics: 'train' ({pairs, skipped lines per reason, duplicate pairs}) and
+  'eval' (`collection.check_collection`'s counts).
+
+  Raises:
+    ConfigError: a batch larger than the training pairs (a pair would be its
+      own in-batch negative).
+    ValueError: no training pairs, or an evaluation collection whose metrics
+      cannot mean anything (see `collection.check_collection`).
+  """
+  report = {} if report is None else report
   d, e = config.data, config.eval
   src: list[str] = []
   tgt: list[str] = []
@@ -60,9 +73,11 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
   if d.source == "files" and need_train_data:
     pairs = bitext.read_bitext(bitext.BitextSpec(
         format=d.format, path=d.path, src_path=d.src_path, tgt_path=d.tgt_path,
-        src_column=d.src_column, tgt_column=d.tgt_column, src_key=d.src_key,
+        src_column=d.src_column, tgt_column=d.tgt_column, num_columns=d.num_columns or None,
+        src_key=d.src_key,
         tgt_key=d.tgt_key, has_header=d.has_header, on_bad_line=d.on_bad_line))
     src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
+    report["train"] = {"skipped": dict(pairs.skipped)}
   if d.source == "mix" and need_train_data:
     src, tgt, sizes, mixer, report = layouts.mixed_bitext(config)
     order = layouts.MixedOrder(mixer, sizes, config.train.batch_size, report)
@@ -74,9 +89,20 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
     col = subsample(col, e.max_queries, e.max_docs)
   if e.collection in layouts.LAYOUTS:
     col = layouts.eval_collection(e, subsample, d.tfds_dir)
+  if col is not None:
+    report["eval"] = collection_lib.check_collection(col)
   if need_train_data:
     if not src:
       raise ValueError("no training pairs: check config.data")
+    if config.train.batch_size > len(src):
+      raise config_lib.ConfigError(
+          f"config.train.batch_size={config.train.batch_size} is more than the {len(src)} "
+          "training pairs: a batch would hold a pair twice, its own in-batch negative")
+    duplicates = len(src) - len(set(zip(src, tgt)))
+    if duplicates:
+      log.warning("%d of %d training pairs are exact duplicates of another (a batch that "
+                  "holds both makes one the other's negative)", duplicates, len(src))
+    report.setdefault("train", {}).update(pairs=len(src), duplicate_pairs=duplicates)
     log.info("%d training pairs; evaluation: %s", len(src),
              f"{len(col.queries)} queries x {len(col.docs)} documents" if col else "none")
     if order is None:
@@ -109,9 +135,10 @@ def codeswitcher(config: ml_collections.ConfigDict, src: list[str],
   return switcher
 
 
-def load_triples(config: ml_collections.ConfigDict
-              ) -> tuple[list[triples_lib.Triple], collection_lib.EvalCollection | None]:
-  """The training triples and the evaluation collection (or None) the config names.
+def load_triples(config: ml_collections.ConfigDict, *, need_train_data: bool = True
+                 ) -> tuple[list[triples_lib.Triple], collection_lib.EvalCollection | None]:
+  """The training triples (none without `need_train_data`) and the evaluation
+  collection (or None) the config names.
 
   Raises:
     bitext.BitextError: a bad triples line (`file:line: why`) with
@@ -124,15 +151,15 @@ def load_triples(config: ml_collections.ConfigDict
                                                 tc.query_words)
     train = bible_train if tc.source == "bible" else train
     col = bible_col if e.collection == "bible" else None
-  if tc.source == "files":
+  if tc.source == "files" and need_train_data:
     train = (triples_lib.read_text_triples(tc.triples, on_bad_line=tc.on_bad_line)
              if tc.format == "text" else
              triples_lib.read_id_triples(tc.triples, tc.queries, tc.corpus,
                                          on_bad_line=tc.on_bad_line))
   if e.collection == "files":
     col = collection_lib.read_collection(e.queries, e.corpus, e.qrels)
-  train = train[:tc.max_pairs or None]
-  if not train:
+  train = train[:tc.max_pairs or None] if need_train_data else []
+  if need_train_data and not train:
     raise ValueError("no training triples: check config.teacher")
   if col is not None:
     col = subsample(col, e.max_queries, e.max_docs)

@@ -117,7 +117,8 @@ class Evaluator:
       return encode_lib.encode_texts(model, self.tokenizer, texts, prefix=prefix,
                                     batch_size=e.batch_size, max_length=e.max_length,
                                     progress=False)
-    return encode_lib.encode_tokens(model, self.tokenizer, texts, prefix=prefix, batch_size=e.batch_size,
+    return encode_lib.encode_tokens(model, self.tokenizer, texts, prefix=prefix,
+                                    batch_size=e.batch_size,
                          max_length=e.max_length)
 
   def __call__(self, model: heads_lib.TextModel, name: str) -> dict[str, float]:

@@ -39,23 +39,53 @@ from optical_jax.training import pretraining
 from optical_jax.training import setup as setup_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import student as student_lib
+from optical_jax.training import workdir as workdir_lib
+
+
+# What a distillation run is (its workdir refuses another) and what it is evaluated on.
+TRAIN_KEYS = ("seed", "method", "model", "text", "data", "loss", "ot", "pretrain", "train")
+EVAL_KEYS = ("eval",)
+
+
+def finished(results: dict, config: ml_collections.ConfigDict) -> bool:
+  """Whether `results` are those of the finished run `config` describes."""
+  if config.method in losses_lib.UNTRAINED:
+    return config.method in results
+  return results.get("steps") == config.train.steps and (
+      config.method in results or config.eval.collection == "none")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Zero-shot evaluation, distillation (resuming if the workdir has a checkpoint), evaluation.
 
+  A finished run rerun with the same config prints its results; with another
+  evaluation it evaluates the stored student into `evaluations/<digest>/`; a
+  workdir of another training config is refused (see `training/workdir.py`).
+
   Returns:
     {'zero_shot': metrics, <method>: metrics, 'method': str, 'steps': int}.
   """
-  wd = pathlib.Path(workdir)
-  wd.mkdir(parents=True, exist_ok=True)
-  untrained = config.method in losses_lib.UNTRAINED
-  setup = setup_lib.prepare(config, need_train_data=not untrained)
-  main_host = jax.process_index() == 0     # the one that writes files and prints
-  if main_host:
-    (wd / "config.json").write_text(config.to_json(indent=2))
-  if untrained:
-    return _evaluate_untrained(setup, wd)
+  config_lib.check(config)
+  with workdir_lib.lock(workdir) as wd:
+    state = workdir_lib.check(wd, config, TRAIN_KEYS, EVAL_KEYS,
+                              lambda results: finished(results, config))
+    if state.status == "complete":
+      print(f"{wd}: this run is complete ({state.results.get('steps', 0)} steps); its "
+            "results:", flush=True)
+      _write_results(state.results, config, wd, write=False)
+      return state.results
+    untrained = config.method in losses_lib.UNTRAINED
+    setup = setup_lib.prepare(config, need_train_data=not untrained and state.status != "evaluate")
+    if state.status == "evaluate":
+      return evaluate_stored(setup, wd, state.eval_dir)
+    workdir_lib.write_record(wd, config, TRAIN_KEYS, EVAL_KEYS)
+    if untrained:
+      return _evaluate_untrained(setup, wd)
+    return _distill(setup, wd)
+
+
+def _distill(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, Any]:
+  config = setup.config
   loss_cfg = config_lib.loss_config(config)
   tcfg = config.train
   teacher = setup.teacher
@@ -66,7 +96,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   switcher = sources.codeswitcher(config, setup.src, setup.tgt)
   host_rows = tcfg.batch_size // jax.process_count()
 
+  counters = {"truncated_texts": 0}
+
   def make_batch(step: int, idx: np.ndarray) -> dict:
+    truncated = setup.tokenizer.total_truncated
     src = [setup.src[i] for i in idx]
     if switcher is not None:   # a function of (seed, example, epoch): resumes identically
       first = step * tcfg.batch_size + jax.process_index() * host_rows
@@ -80,6 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if pretrain is not None and pretrain.cfg.tlm_weight:
       batch = tlm.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
                                  max_length=pretrain.cfg.tlm_max_length)
+    counters["truncated_texts"] += setup.tokenizer.total_truncated - truncated
     return batch
 
   def make_evaluator():
@@ -89,7 +123,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                              setup.tokenizer, wd)
 
   job = job_lib.TrainingJob(
-      name="distill", unit="pairs", resume_keys=student_lib.RESUME_INVARIANT,
+      name="distill", unit="pairs", resume_keys=TRAIN_KEYS,
       parts=teacher_parts, initial=teacher, params=params, frozen=frozen,
       fixed=(teacher_params,),
       make_step=lambda tx, mesh, mode: step_lib.bind_distill_step(
@@ -99,22 +133,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       make_batch=make_batch, order=setup.order,
       make_evaluator=make_evaluator if setup.collection is not None else None,
       before="zero_shot" if config.eval.zero_shot else "", after=config.method,
-      extra_log=lambda: {"truncated_texts": setup.tokenizer.total_truncated})
+      counters=counters)
   results = job_lib.read_results(wd)
   report = getattr(setup.order, "report", None)
   if report is not None:   # a language mix: what the run will see
     results["mix"] = {"target": report.target_languages, "realised": report.languages}
   _, results = job_lib.train(job, config, wd, results)
   results["method"] = config.method
+  results["data"] = dict(setup.report.get("train", {}), **counters)
+  if "eval" in setup.report:
+    results["eval_data"] = setup.report["eval"]
   _write_results(results, config, wd)
   return results
 
 
-def _write_results(results: dict, config: ml_collections.ConfigDict, wd: pathlib.Path) -> None:
-  job_lib.write_results(wd, results)
+def _write_results(results: dict, config: ml_collections.ConfigDict, wd: pathlib.Path, *,
+                   write: bool = True) -> None:
+  """results.json and results.md (unless not `write`), and the table printed."""
+  if write:
+    job_lib.write_results(wd, results)
   if jax.process_index() == 0 and config.method in results:
     table = results_table(results, config.eval.metrics)
-    (wd / "results.md").write_text(table + "\n")
+    if write:
+      (wd / "results.md").write_text(table + "\n")
     print(table, flush=True)
 
 
@@ -138,7 +179,8 @@ def _evaluate_untrained(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, A
                                  "config.eval.collection")
   evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
                                                 setup.tokenizer, wd)
-  results: dict[str, Any] = {"method": config.method, "steps": 0}
+  results: dict[str, Any] = {"method": config.method, "steps": 0,
+                             "eval_data": setup.report.get("eval", {})}
   if config.method == "zero_shot":
     results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
   else:
@@ -160,8 +202,37 @@ def results_table(results: dict, metrics) -> str:
   cols = list(metrics) + ["query_spread_cos"]
   lines = ["| query encoder | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
   method = results["method"]
-  names = {"zero_shot": "teacher, zero-shot", method: METHOD_LABELS.get(method, f"{method} student")}
+  names = {"zero_shot": "teacher, zero-shot",
+           method: METHOD_LABELS.get(method, f"{method} student")}
   for key, label in names.items():
     if key in results:
       lines.append(f"| {label} | " + " | ".join(f"{results[key][c]:.4f}" for c in cols) + " |")
   return "\n".join(lines)
+
+
+def evaluate_stored(setup: setup_lib.Setup, wd: pathlib.Path, out: pathlib.Path, *,
+                    with_student: bool = True) -> dict[str, Any]:
+  """The workdir's query encoder (its student, or the teacher for an untrained
+  method) evaluated on `setup`'s collection, written to `out` beside the run's
+  own results (never over them): out/config.json, eval/*, results.json, .md.
+  Without `with_student` only the teacher is (a workdir with no checkpoint)."""
+  config = setup.config
+  if setup.collection is None:
+    raise config_lib.ConfigError("config.eval.collection is 'none': nothing to evaluate on")
+  out.mkdir(parents=True, exist_ok=True)
+  evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
+                                                setup.tokenizer, out)
+  results: dict[str, Any] = {"method": config.method, "evaluation_of": str(wd)}
+  if config.eval.zero_shot or config.method == "zero_shot" or not with_student:
+    results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
+  if config.method == "translate_query":
+    queries = read_translations(config.eval.translated_queries, evaluator.qids)
+    results[config.method] = evaluator(setup.teacher, config.method, queries=queries)
+  elif config.method not in losses_lib.UNTRAINED and with_student:
+    student = student_lib.restore_student(config, str(wd), setup.teacher)
+    results[config.method] = evaluator(student, config.method)
+  print(f"{wd}: evaluated on the configured evaluation, written to {out}:", flush=True)
+  if jax.process_index() == 0:
+    (out / "config.json").write_text(config.to_json(indent=2))
+  _write_results(results, config, out)
+  return results

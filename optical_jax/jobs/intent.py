@@ -47,6 +47,7 @@ from optical_jax.data import mtop
 from optical_jax.jobs import distill
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import student as student_lib
+from optical_jax.training import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -175,63 +176,65 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     {'zero_shot': metrics, <method>: metrics, 'method', 'intents', 'data',
      'head': {'train_accuracy'}}; metrics are {'accuracy', 'accuracy/<lang>'}.
   """
-  check_block(config)
-  b, method = config.intent, config.method
-  if method != "zero_shot" and method in losses.UNTRAINED:
-    # e.g. translate_query: it needs translations of the utterances, which MTOP lacks.
-    raise config_lib.ConfigError(f"config.method={method!r}: the intent job scores the "
-                                 "teacher ('zero_shot') or a distilled student")
-  out = pathlib.Path(workdir) / "intent"
-  main_host = jax.process_index() == 0
-  read = dict(data_dir=config.data.tfds_dir, manual_dir=b.manual_dir)
-  train = mtop.read_mtop(b.train_lang, b.train_split, limit=b.max_train, **read)
-  data = {lang: mtop.read_mtop(lang, b.eval_split, limit=b.max_eval, **read) for lang in b.languages}
-  vocab = mtop.label_vocab(train.intents)
-  counts = {"train": {"utterances": len(train), "intents": len(vocab)}}
-  for lang, utts in data.items():
-    labels, unknown = mtop.encode_labels(utts.intents, vocab)
-    counts[lang] = {"utterances": len(utts), "unknown_utterances": int((labels < 0).sum()),
-                    "unknown_intents": unknown}
-    if unknown:
-      log.warning("MTOP %s %s: %d of %d utterances have one of %d intents the %s %s split "
-                  "lacks (%s): %s", lang, b.eval_split, counts[lang]["unknown_utterances"],
-                  len(utts), len(unknown), b.train_lang, b.train_split, b.unknown_intents,
-                  ", ".join(list(unknown)[:5]) + (" ..." if len(unknown) > 5 else ""))
+  with workdir_lib.lock(workdir):
+    check_block(config)
+    b, method = config.intent, config.method
+    if method != "zero_shot" and method in losses.UNTRAINED:
+      # e.g. translate_query: it needs translations of the utterances, which MTOP lacks.
+      raise config_lib.ConfigError(f"config.method={method!r}: the intent job scores the "
+                                   "teacher ('zero_shot') or a distilled student")
+    out = pathlib.Path(workdir) / "intent"
+    main_host = jax.process_index() == 0
+    read = dict(data_dir=config.data.tfds_dir, manual_dir=b.manual_dir)
+    train = mtop.read_mtop(b.train_lang, b.train_split, limit=b.max_train, **read)
+    data = {lang: mtop.read_mtop(lang, b.eval_split, limit=b.max_eval, **read)
+            for lang in b.languages}
+    vocab = mtop.label_vocab(train.intents)
+    counts = {"train": {"utterances": len(train), "intents": len(vocab)}}
+    for lang, utts in data.items():
+      labels, unknown = mtop.encode_labels(utts.intents, vocab)
+      counts[lang] = {"utterances": len(utts), "unknown_utterances": int((labels < 0).sum()),
+                      "unknown_intents": unknown}
+      if unknown:
+        log.warning("MTOP %s %s: %d of %d utterances have one of %d intents the %s %s split "
+                    "lacks (%s): %s", lang, b.eval_split, counts[lang]["unknown_utterances"],
+                    len(utts), len(unknown), b.train_lang, b.train_split, b.unknown_intents,
+                    ", ".join(list(unknown)[:5]) + (" ..." if len(unknown) > 5 else ""))
 
-  teacher, tokenizer, _ = models.load_configured(config.model)
+    teacher, tokenizer, _ = models.load_configured(config.model)
 
-  def encode(model, utts: mtop.Utterances, name: str) -> np.ndarray:
-    return encode_lib.encode_texts(model, tokenizer, utts.texts, prefix=config.text.query_prefix,
-                                  batch_size=config.eval.batch_size, max_length=b.max_length,
-                                  desc=f"{utts.lang} {utts.split} ({name})",
-                                  progress=config.train.progress)
+    def encode(model, utts: mtop.Utterances, name: str) -> np.ndarray:
+      return encode_lib.encode_texts(model, tokenizer, utts.texts, prefix=config.text.query_prefix,
+                                    batch_size=config.eval.batch_size, max_length=b.max_length,
+                                    desc=f"{utts.lang} {utts.split} ({name})",
+                                    progress=config.train.progress)
 
-  x_train = encode(teacher, train, "teacher")
-  y_train, _ = mtop.encode_labels(train.intents, vocab)
-  params = probe.train_classifier(x_train, y_train, config_lib.intent_head_config(config), config.seed,
-                            num_classes=len(vocab))
-  results: dict[str, Any] = {
-      "method": method, "intents": list(vocab), "data": counts,
-      "head": {"train_accuracy": probe.accuracy(probe.predict(params, x_train), y_train)}}
+    x_train = encode(teacher, train, "teacher")
+    y_train, _ = mtop.encode_labels(train.intents, vocab)
+    params = probe.train_classifier(x_train, y_train, config_lib.intent_head_config(config),
+                                    config.seed, num_classes=len(vocab))
+    results: dict[str, Any] = {
+        "method": method, "intents": list(vocab), "data": counts,
+        "head": {"train_accuracy": probe.accuracy(probe.predict(params, x_train), y_train)}}
 
-  def evaluate(model, name: str) -> dict[str, float]:
-    metrics, predicted = score(params, vocab, {lang: encode(model, utts, name)
-                                               for lang, utts in data.items()}, data, config)
+    def evaluate(model, name: str) -> dict[str, float]:
+      metrics, predicted = score(params, vocab, {lang: encode(model, utts, name)
+                                                 for lang, utts in data.items()}, data, config)
+      if main_host:
+        for lang, utts in data.items():
+          write_predictions(out / "predictions" / name, utts, predicted[lang], vocab)
+      log.info("intent accuracy (%s): %s", name, metrics)
+      return metrics
+
+    results["zero_shot"] = evaluate(teacher, "zero_shot")
+    if method != "zero_shot":
+      distilled = distill.run(config, workdir)
+      student = student_lib.restore_student(config, workdir, teacher)
+      results[method] = evaluate(student, method)
+      results["steps"] = distilled.get("steps")
     if main_host:
-      for lang, utts in data.items():
-        write_predictions(out / "predictions" / name, utts, predicted[lang], vocab)
-    log.info("intent accuracy (%s): %s", name, metrics)
-    return metrics
-
-  results["zero_shot"] = evaluate(teacher, "zero_shot")
-  if method != "zero_shot":
-    distilled = distill.run(config, workdir)
-    student = student_lib.restore_student(config, workdir, teacher)
-    results[method] = evaluate(student, method)
-    results["steps"] = distilled.get("steps")
-  if main_host:
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = results_table(results, config)
-    (out / "results.md").write_text(table + "\n")
-    print(table, flush=True)
-  return results
+      (out / "results.json").write_text(json.dumps(results, indent=2))
+      table = results_table(results, config)
+      (out / "results.md").write_text(table + "\n")
+      print(table, flush=True)
+    return results

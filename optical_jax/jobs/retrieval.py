@@ -10,7 +10,6 @@ call too.
 """
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import Sequence
@@ -20,15 +19,15 @@ import ml_collections
 from optical_jax import models
 from optical_jax.data import trec
 from optical_jax.evaluation import metrics as metrics_lib
-from optical_jax.evaluation import retrieval_eval
 from optical_jax.evaluation import significance
-from optical_jax.jobs.distill import results_table as distill_results_table
+from optical_jax.jobs import distill
 from optical_jax.models import weights
 from optical_jax.search import encode as encode_lib
 from optical_jax.search import index as index_lib
 from optical_jax.search import topk as topk_lib
 from optical_jax.training import setup as setup_lib
 from optical_jax.training import student as student_lib
+from optical_jax.training import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,12 @@ def _run_name(path: str) -> str:
 
 def evaluate_mode(config: ml_collections.ConfigDict, workdir: str, *,
                   runs: Sequence[str] = (), qrels: str | None = None, **_) -> dict:
-  """Metrics of run files, or of the teacher zero-shot and the workdir's student."""
+  """Metrics of run files, or of the teacher zero-shot and the workdir's student.
+
+  The workdir's evaluation on the configured collection goes to
+  `evaluations/<digest>/` (never over the run's own eval/ and results), and is
+  read back when it is there already.
+  """
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   if runs:
@@ -62,23 +66,22 @@ def evaluate_mode(config: ml_collections.ConfigDict, workdir: str, *,
       print(f"{path}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.aggregate.items()) +
             f" ({res.n_queries} judged queries)", flush=True)
     return results
-  setup = setup_lib.prepare(config, need_train_data=False)
-  if setup.collection is None:
-    raise ValueError("config.eval.collection is 'none': nothing to evaluate on")
-  evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
-                                                setup.tokenizer, wd)
-  results = {"method": config.method, "zero_shot": evaluator(setup.teacher, "zero_shot")}
-  if (wd / "checkpoints").exists():
-    student = student_lib.restore_student(config, workdir, setup.teacher)
-    results[config.method] = evaluator(student, config.method)
-  (wd / "evaluate.json").write_text(json.dumps(results, indent=2))
-  print(distill_results_table(results, config.eval.metrics), flush=True)
-  return results
+  with workdir_lib.lock(wd):
+    setup = setup_lib.prepare(config, need_train_data=False)
+    out = wd / workdir_lib.EVALUATIONS / workdir_lib.digest(
+        workdir_lib.record(config, distill.EVAL_KEYS))
+    return distill.evaluate_stored(setup, wd, out,
+                                   with_student=(wd / "checkpoints").exists())
 
 
 def export_mode(config: ml_collections.ConfigDict, workdir: str, *,
                 export_dir: str | None = None, **_) -> pathlib.Path:
   """The student of `workdir` as a Hugging Face directory (transformers, sentence-transformers)."""
+  with workdir_lib.lock(workdir):
+    return _export(config, workdir, export_dir)
+
+
+def _export(config: ml_collections.ConfigDict, workdir: str, export_dir: str | None):
   teacher, tokenizer, _ = models.load(config.model.teacher)
   student = student_lib.restore_student(config, workdir, teacher)
   out = pathlib.Path(export_dir or pathlib.Path(workdir) / "student_hf")
@@ -90,6 +93,11 @@ def export_mode(config: ml_collections.ConfigDict, workdir: str, *,
 
 def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> index_lib.Index:
   """Encodes the collection's documents with the teacher into WORKDIR/index."""
+  with workdir_lib.lock(workdir):
+    return _index(config, workdir)
+
+
+def _index(config: ml_collections.ConfigDict, workdir: str) -> index_lib.Index:
   setup = setup_lib.prepare(config, need_train_data=False)
   if setup.collection is None:
     raise ValueError("config.eval.collection is 'none': no documents to index")
@@ -113,6 +121,11 @@ def index_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> index_li
 def search_mode(config: ml_collections.ConfigDict, workdir: str, *,
                 query_encoder: str = "auto", **_) -> pathlib.Path:
   """Searches WORKDIR/index with the student (or the teacher) -> a TREC run."""
+  with workdir_lib.lock(workdir):
+    return _search(config, workdir, query_encoder)
+
+
+def _search(config: ml_collections.ConfigDict, workdir: str, query_encoder: str) -> pathlib.Path:
   wd = pathlib.Path(workdir)
   index = index_lib.load_index(wd / "index")
   setup = setup_lib.prepare(config, need_train_data=False)

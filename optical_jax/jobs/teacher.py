@@ -41,7 +41,6 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from optical_jax import config as config_lib
 from optical_jax import models
@@ -50,10 +49,10 @@ from optical_jax.data import batching
 from optical_jax.data import sources
 from optical_jax.evaluation import retrieval_eval
 from optical_jax.models import weights
-from optical_jax.training import checkpoint as checkpoint_lib
 from optical_jax.training import job as job_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable
+from optical_jax.training import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +66,25 @@ def results_table(results: dict, metrics: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-# What must not change when a run resumes (steps may grow).
-_RESUME_INVARIANT = ("seed", "model", "text", "teacher", "data.heldout_books",
-                     "train.trainable", "train.batch_size")
+# What a teacher run is (its workdir refuses another) and what it is evaluated on.
+TRAIN_KEYS = ("seed", "model", "text", "teacher", "data.heldout_books", "train")
+EVAL_KEYS = ("eval",)
 
 
-def _finished(wd: pathlib.Path, results: dict, config: ml_collections.ConfigDict) -> bool:
+def finished(wd: pathlib.Path, results: dict, config: ml_collections.ConfigDict) -> bool:
+  """Whether `results` are those of the finished, exported run `config` describes."""
   return (results.get("steps") == config.train.steps
           and (config.eval.collection == "none" or "trained" in results)
           and (wd / "export" / "config.json").exists())
 
 
-def _saved_meta(wd: pathlib.Path) -> dict | None:
-  """The JSON record of the latest checkpoint (None if none), without its arrays."""
-  ckpt = checkpoint_lib.Checkpointer(wd)
-  try:
-    step = ckpt.latest_step()
-    return None if step is None else ckpt.manager.restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore())).meta
-  finally:
-    ckpt.close()
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Evaluates the starting checkpoint, trains it on the triples (resuming from the
   workdir's checkpoint), evaluates it again and exports it to WORKDIR/export.
+
+  A finished run rerun with the same config prints its results; with another
+  evaluation it evaluates the exported teacher into `evaluations/<digest>/`;
+  a workdir of another training config is refused (`training/workdir.py`).
 
   Returns:
     {'pretrained': metrics, 'trained': metrics (when evaluating), 'steps': int,
@@ -101,22 +94,51 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ConfigError: a bad config value (named), or a workdir of another config.
     bitext.BitextError: a bad triples line (`file:line: why`).
     FloatingPointError: the loss became NaN or inf (the step is named).
-    SystemExit: SIGTERM / SIGINT, after saving a checkpoint.
+    loop.Preempted: SIGTERM / SIGINT, after saving a checkpoint.
   """
   config_lib.check_teacher(config)
-  wd = pathlib.Path(workdir)
-  wd.mkdir(parents=True, exist_ok=True)
+  with workdir_lib.lock(workdir) as wd:
+    state = workdir_lib.check(wd, config, TRAIN_KEYS, EVAL_KEYS,
+                              lambda results: finished(wd, results, config))
+    if state.status == "complete":
+      print(f"{wd}: this run is complete ({state.results['steps']} steps); its results:",
+            flush=True)
+      if jax.process_index() == 0 and (wd / "results.md").exists():
+        print((wd / "results.md").read_text(), end="", flush=True)
+      return state.results
+    if state.status == "evaluate":
+      return _evaluate_export(config, wd, state.eval_dir)
+    workdir_lib.write_record(wd, config, TRAIN_KEYS, EVAL_KEYS)
+    return _train(config, wd, state.results)
+
+
+def _evaluate_export(config: ml_collections.ConfigDict, wd: pathlib.Path,
+                     out: pathlib.Path) -> dict[str, Any]:
+  """The exported teacher on the configured evaluation, into `out` (never over
+  the run's own results)."""
+  _, col = sources.load_triples(config, need_train_data=False)
+  if col is None:
+    raise config_lib.ConfigError("config.eval.collection is 'none': nothing to evaluate on")
+  model, tokenizer, _ = models.load(str(wd / "export"), dtype=config.model.dtype,
+                                    param_dtype=config.model.param_dtype,
+                                    attention=config.model.attention)
+  out.mkdir(parents=True, exist_ok=True)
+  results = {"trained": retrieval_eval.ModelEvaluator(config, col, tokenizer, out)(model,
+                                                                                 "trained"),
+             "steps": config.train.steps, "evaluation_of": str(wd)}
+  print(f"{wd}: the trained teacher evaluated on another evaluation config, written to "
+        f"{out}:", flush=True)
+  job_lib.write_results(out, results)
+  if jax.process_index() == 0:
+    (out / "config.json").write_text(config.to_json(indent=2))
+    table = results_table(results, config.eval.metrics)
+    (out / "results.md").write_text(table + "\n")
+    print(table, flush=True)
+  return results
+
+
+def _train(config: ml_collections.ConfigDict, wd: pathlib.Path, results: dict) -> dict[str, Any]:
   main_host = jax.process_index() == 0
-  results = job_lib.read_results(wd)
-  meta = _saved_meta(wd) if _finished(wd, results, config) else None
-  if meta is not None:
-    config_lib.check_resumable(meta["config"], config, _RESUME_INVARIANT, wd)
-    log.info("%s: already trained for %d steps", wd, config.train.steps)
-    if main_host and (wd / "results.md").exists():
-      print((wd / "results.md").read_text(), end="", flush=True)
-    return results
-  if main_host:
-    (wd / "config.json").write_text(config.to_json(indent=2))
   tc, tcfg = config.teacher, config.train
   data, col = sources.load_triples(config)     # before the model: a bad line fails fast
   model, tokenizer, _ = models.load_configured(config.model)
@@ -125,14 +147,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   batch_kw = dict(query_prefix=config.text.query_prefix, doc_prefix=config.text.doc_prefix,
                   query_max_length=tc.query_max_length, max_length=tcfg.max_length)
 
+  counters = {"truncated_texts": 0}
+
   def make_batch(step: int, idx: np.ndarray) -> dict:
     del step
-    return batches.triple_batch(tokenizer, [data[i] for i in idx], **batch_kw)
+    truncated = tokenizer.total_truncated
+    batch = batches.triple_batch(tokenizer, [data[i] for i in idx], **batch_kw)
+    counters["truncated_texts"] += tokenizer.total_truncated - truncated
+    return batch
 
   # On a mesh, jit with sharded inputs is all the step needs (batch rows over
   # `data`, parameters by `parallel.rules`): there is no per-pair solve.
   job = job_lib.TrainingJob(
-      name="teacher", unit="triples", resume_keys=_RESUME_INVARIANT, parts=parts,
+      name="teacher", unit="triples", resume_keys=TRAIN_KEYS, parts=parts,
       initial=model, params=params, frozen=frozen,
       make_step=lambda tx, mesh, mode: step_lib.bind_teacher_step(parts, tx, tc.scoring,
                                                                    tc.temperature),
@@ -141,7 +168,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       make_evaluator=(lambda: retrieval_eval.ModelEvaluator(config, col, tokenizer, wd))
       if col is not None else None,
       before="pretrained", after="trained",
-      extra_log=lambda: {"truncated_texts": tokenizer.total_truncated})
+      counters=counters)
   trained, results = job_lib.train(job, config, wd, results)
   results["export"] = str(wd / "export")
   if main_host:
@@ -155,6 +182,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       print(table, flush=True)
     print(f"exported the teacher to {wd / 'export'}", flush=True)
   return results
+
 
 def teacher_mode(config: ml_collections.ConfigDict, workdir: str, **_) -> dict:
   """`optical-jax --mode=teacher`."""

@@ -41,6 +41,7 @@ from optical_jax import config as config_lib
 from optical_jax.jobs import modes
 from optical_jax.research import cells
 from optical_jax.research import report
+from optical_jax.training import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def _is_main_process() -> bool:
 
 
 def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-             job: cells.Job | None = None, qrels: str | Mapping | None = None) -> report.Summary | None:
+             job: cells.Job | None = None, qrels: str | Mapping | None = None
+             ) -> report.Summary | None:
   """Runs every unfinished (cell, seed) of `config`'s grid, then `aggregate`s.
 
   Args:
@@ -76,21 +78,22 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   experiment block or override raises ConfigError before any job runs; whatever a
   job raises propagates, and the jobs finished before it keep their done.json.
   """
-  s, runs = cells.settings(config), cells.expand(config, workdir)
-  job = job or resolve_job(s.job)
-  todo = [r for r in runs if cells.read_done(r) is None]
-  log.info("experiment %s: %d of %d jobs to run", workdir, len(todo), len(runs))
-  for i, run in enumerate(todo, 1):
-    log.info("[%d/%d] cell %s seed %d -> %s", i, len(todo), run.cell, run.seed, run.workdir)
-    run.workdir.mkdir(parents=True, exist_ok=True)
-    results = job(run.config, str(run.workdir))
-    key = cells.compared(s, run.config)
-    if not isinstance((results or {}).get(key), Mapping):
-      raise ValueError(f"cell {run.cell!r} seed {run.seed}: the job returned no "
-                       f"{key!r} metrics dict: {str(results)[:200]}")
-    if _is_main_process():
-      cells.write_done(run, results, results[key])
-  return report.aggregate(config, workdir, qrels=qrels) if _is_main_process() else None
+  with workdir_lib.lock(workdir):
+    s, runs = cells.settings(config), cells.expand(config, workdir)
+    job = job or resolve_job(s.job)
+    todo = [r for r in runs if cells.read_done(r) is None]
+    log.info("experiment %s: %d of %d jobs to run", workdir, len(todo), len(runs))
+    for i, run in enumerate(todo, 1):
+      log.info("[%d/%d] cell %s seed %d -> %s", i, len(todo), run.cell, run.seed, run.workdir)
+      run.workdir.mkdir(parents=True, exist_ok=True)
+      results = job(run.config, str(run.workdir))
+      key = cells.compared(s, run.config)
+      if not isinstance((results or {}).get(key), Mapping):
+        raise ValueError(f"cell {run.cell!r} seed {run.seed}: the job returned no "
+                         f"{key!r} metrics dict: {str(results)[:200]}")
+      if _is_main_process():
+        cells.write_done(run, results, results[key])
+    return report.aggregate(config, workdir, qrels=qrels) if _is_main_process() else None
 
 
 def experiment_mode(config: ml_collections.ConfigDict, workdir: str, *,

@@ -177,7 +177,8 @@ def _significance(s: cells_lib.Settings, wd: pathlib.Path, cells: Mapping[str, C
   for name in (n for n in cells if n != s.baseline):
     significance[name] = dict.fromkeys(s.metrics)
     comparable = qrels is not None or all(
-        cells_lib.config_value(configs[name], k) == cells_lib.config_value(configs[s.baseline], k) for k in _COLLECTION_KEYS)
+        cells_lib.config_value(configs[name], k) == cells_lib.config_value(configs[s.baseline], k)
+        for k in _COLLECTION_KEYS)
     if not comparable:
       notes.append(f"{name}: evaluated on another collection than {s.baseline}, no test")
     ours = vectors(name) if base and comparable and n_queries >= 2 else None

@@ -1,8 +1,8 @@
 """Dense retrieval: exact (or approximate) top-k over a corpus, FAISS.
 
 Index directories are in `index.py`. Search is exact by default: a jitted
-matmul plus top-k per corpus chunk, folded into a running top-k, so scores never take more than `[query_batch_size,
-chunk_size]` whatever N. Chunks all have one shape (the last is shifted back to
+matmul plus top-k per corpus chunk, folded into a running top-k, so scores
+never take more than `[query_batch_size, chunk_size]` whatever N. Chunks all have one shape (the last is shifted back to
 end at row N, its re-read rows scoring -inf), so the step compiles once. With a
 mesh, corpus rows are sharded over its devices, each runs the chunked loop
 under `jax.shard_map`, and the per-device lists are merged. On CPUs with bf16

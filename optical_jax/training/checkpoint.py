@@ -20,6 +20,7 @@ import logging
 import os
 import pathlib
 import signal
+import time
 import types
 from typing import Any
 
@@ -27,6 +28,13 @@ import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+
+BROKEN = "checkpoints_broken"
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a workdir restores; the message lists each step's reason."""
 
 
 class Checkpointer:
@@ -60,23 +68,69 @@ class Checkpointer:
       log.info("checkpoint at step %d%s", step, " (forced)" if force else "")
     return saved
 
+  def _restore_step(self, step: int, target: Any) -> tuple[Any, dict]:
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    if not isinstance(out.meta, dict) or "data_position" not in out.meta:
+      raise ValueError("its JSON record (meta) is missing or incomplete")
+    return out.state, out.meta
+
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict] | None:
-    """The state saved at `step` (default latest), shaped like `abstract_state`.
+    """The state saved at `step` (default: the newest that restores), shaped like
+    `abstract_state`.
 
     `abstract_state` leaves are arrays or `jax.ShapeDtypeStruct`s; their
     shardings decide where restored arrays go, so a state saved on one mesh
-    restores onto another.
+    restores onto another. Without `step`, a newest checkpoint that fails to
+    restore (a truncated, corrupt or half-deleted file) is reported, naming the
+    step and the reason, and the one before it is tried; once one restores,
+    the newer broken ones are moved to `<workdir>/checkpoints_broken/` (never
+    deleted) so that training can save those steps again.
 
     Returns:
       (state, meta), or None when there is no checkpoint.
+
+    Raises:
+      CheckpointError: no checkpoint restores (each step's reason is listed;
+        nothing is moved or deleted).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    return out.state, out.meta
+    if step is not None:
+      return self._restore_step(step, target)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    broken = []
+    for candidate in steps:
+      try:
+        restored = self._restore_step(candidate, target)
+      except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        log.warning("checkpoint step %d (%s) does not restore: %s", candidate,
+                    self.directory / str(candidate), reason)
+        broken.append((candidate, reason))
+        continue
+      if broken:
+        self._set_aside([s for s, _ in broken])
+        log.warning("resuming from step %d, the newest checkpoint that restores; the broken "
+                    "ones (steps %s) are in %s", candidate, [s for s, _ in broken],
+                    self.directory.parent / BROKEN)
+      return restored
+    if broken:
+      raise CheckpointError(
+          f"no checkpoint in {self.directory} restores (nothing was moved or deleted): "
+          + "; ".join(f"step {s}: {r}" for s, r in broken))
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves broken step directories out of the manager's way (process 0)."""
+    self.manager.wait_until_finished()
+    if jax.process_index() == 0:
+      aside = self.directory.parent / BROKEN
+      aside.mkdir(exist_ok=True)
+      for s in steps:
+        src = self.directory / str(s)
+        if src.exists():
+          os.replace(src, aside / f"{s}.{time.strftime('%Y%m%d-%H%M%S')}")
+    self.manager.reload()
 
   def wait(self) -> None:
     """Blocks until asynchronous saves are on disk."""

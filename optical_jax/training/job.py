@@ -67,7 +67,9 @@ class TrainingJob:
       a collection).
     before, after: the results keys of the evaluations before and after
       training ('' = none before).
-    extra_log: () -> more values for each logged record.
+    counters: running counts the job keeps while building batches (e.g.
+      'truncated_texts'): logged with every record, saved with every
+      checkpoint and restored on resume.
   """
   name: str
   unit: str
@@ -85,7 +87,7 @@ class TrainingJob:
   make_evaluator: Callable[[], Evaluate] | None = None
   before: str = ""
   after: str = "trained"
-  extra_log: Callable[[], Mapping[str, Any]] = dict
+  counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def read_results(workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def train(job: TrainingJob, config: ml_collections.ConfigDict, workdir: str | pa
     ConfigError: a batch that does not divide over the devices, a step mode the
       job has no form for, a workdir of another config.
     FloatingPointError: the loss became NaN or inf (the step is named).
-    SystemExit: SIGTERM / SIGINT, after saving a checkpoint.
+    loop.Preempted: SIGTERM / SIGINT, after saving a checkpoint.
   """
   wd = pathlib.Path(workdir)
   tcfg = config.train
@@ -142,7 +144,8 @@ def train(job: TrainingJob, config: ml_collections.ConfigDict, workdir: str | pa
   frozen = runner.place_params(job.frozen)
   fixed = [runner.place_params(f) for f in job.fixed]
   state = runner.init_state(job.params, tx, config.seed)
-  ckpt, state, start = loop_lib.restore(wd, config, state, tuple(job.resume_keys))
+  ckpt, state, start, meta = loop_lib.restore(wd, config, state, tuple(job.resume_keys))
+  job.counters.update(meta.get("counters", {}))
   logger = metric_log.MetricLogger(wd, resume_step=start)
 
   finished = results.get("steps") == tcfg.steps and job.after in results
@@ -161,7 +164,7 @@ def train(job: TrainingJob, config: ml_collections.ConfigDict, workdir: str | pa
       steps=tcfg.steps, batch_size=tcfg.batch_size, order=job.order, make_batch=job.make_batch,
       step=lambda st, batch: runner(st, frozen, *fixed, batch), to_host=runner.to_host,
       ckpt=ckpt, logger=logger, meta=record, schedule=schedule, log_every=tcfg.log_every,
-      progress=tcfg.progress, extra_log=job.extra_log,
+      progress=tcfg.progress, extra_log=lambda: dict(job.counters),
       evaluate=(lambda st, done: evaluate(model_of(st), f"step{done}")) if evaluate else None,
       eval_every=config.eval.every_steps, desc=job.name, unit=job.unit),
       runner.to_device(state), start)

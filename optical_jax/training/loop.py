@@ -26,6 +26,10 @@ from optical_jax.training import metric_log
 log = logging.getLogger(__name__)
 
 
+class Preempted(Exception):
+  """A SIGTERM / SIGINT stopped the run after saving its state: resume it."""
+
+
 @dataclasses.dataclass
 class Loop:
   """What a job's loop is made of.
@@ -40,7 +44,8 @@ class Loop:
     ckpt, logger: where checkpoints and metrics go.
     meta: the JSON record saved with each checkpoint (the data position is added).
     schedule: step -> learning rate, logged.
-    extra_log: () -> more values for each logged record (e.g. truncation counts).
+    extra_log: () -> running counters logged with each record and saved with
+      each checkpoint (e.g. truncated texts), as JSON numbers.
     evaluate: (state, done) -> metrics, run every `eval_every` steps before the
       end (0: never).
     desc, unit: progress-bar label and what one example is ('pairs', 'triples').
@@ -80,8 +85,9 @@ class Throughput:
 
 
 def restore(workdir, config, state: Any, resume_keys: tuple[str, ...]
-            ) -> tuple[checkpoint_lib.Checkpointer, Any, int]:
-  """(checkpoints of `workdir`, the state to start from, its step).
+            ) -> tuple[checkpoint_lib.Checkpointer, Any, int, dict]:
+  """(checkpoints of `workdir`, the state to start from, its step, the saved
+  JSON record ({} for a new run)).
 
   Args:
     config: the job's config (its `checkpoint` block configures the manager).
@@ -94,11 +100,11 @@ def restore(workdir, config, state: Any, resume_keys: tuple[str, ...]
                                      max_to_keep=cfg.max_to_keep, async_save=cfg.async_save)
   restored = ckpt.restore(state)
   if restored is None:
-    return ckpt, state, 0
+    return ckpt, state, 0, {}
   state, meta = restored
   config_lib.check_resumable(meta["config"], config, resume_keys, workdir)
   log.info("resumed from step %d (data position %s)", int(state.step), meta["data_position"])
-  return ckpt, state, int(state.step)
+  return ckpt, state, int(state.step), meta
 
 
 def run(loop: Loop, state: Any, start: int) -> Any:
@@ -107,7 +113,7 @@ def run(loop: Loop, state: Any, start: int) -> Any:
   Raises:
     FloatingPointError: the loss is not finite (naming the step and the last
       good checkpoint).
-    SystemExit: a SIGTERM / SIGINT arrived; the state was saved first.
+    Preempted: a SIGTERM / SIGINT arrived; the state was saved first.
   """
   ckpt = loop.ckpt
   throughput = Throughput()
@@ -134,7 +140,10 @@ def run(loop: Loop, state: Any, start: int) -> Any:
         loop.logger.write(done, record)
       bar.set_postfix(loss=f"{loss:.4f}", **{f"{loop.unit}_s": f"{per_s:.1f}"})
       bar.update(1)
-      meta = dict(loop.meta, data_position=loop.order.position(done))
+      # The counters (e.g. truncated texts) go with the state: a resumed run
+      # continues them as an uninterrupted one would.
+      meta = dict(loop.meta, data_position=loop.order.position(done),
+                  counters=dict(loop.extra_log()))
       stop = guard.requested is not None
       force = stop or done == loop.steps
       if (force or ckpt.should_save(done)) and ckpt.save(done, loop.to_host(state), meta,
@@ -146,8 +155,8 @@ def run(loop: Loop, state: Any, start: int) -> Any:
       if stop:
         ckpt.close()
         bar.close()
-        raise SystemExit(f"stopped by {guard.requested} after step {done}; "
-                         "resume with the same command")
+        raise Preempted(f"stopped by {guard.requested} after step {done}, saved; resume with "
+                        "the same command")
   bar.close()
   ckpt.close()
   return state

@@ -25,12 +25,22 @@ class Setup:
   tgt: list[str]
   collection: Any          # sources.Collection or None
   order: Any = None        # the training order (BatchOrder or a language mix)
+  report: dict = dataclasses.field(default_factory=dict)   # see `sources.load`
 
 
 def prepare(config: ml_collections.ConfigDict, *, need_train_data: bool = True) -> Setup:
-  """Loads the teacher, its tokenizer, the bitext and the evaluation collection."""
+  """Loads the bitext and the evaluation collection (first: a bad line fails
+  fast), then the teacher and its tokenizer."""
   config_lib.check(config)
-  teacher, tokenizer, directory = models.load_configured(config.model)
+  report = {}
   src, tgt, collection, order = sources.load(config, need_train_data=need_train_data,
-                                             with_order=True)
-  return Setup(config, teacher, tokenizer, directory, src, tgt, collection, order)
+                                             with_order=True, report=report)
+  teacher, tokenizer, directory = models.load_configured(config.model)
+  if need_train_data:
+    for key in ("src_prefix", "tgt_prefix"):
+      n = int(tokenizer.encode([""], prefix=config.text[key]).mask.sum())
+      if n >= config.train.max_length:
+        raise config_lib.ConfigError(
+            f"config.train.max_length={config.train.max_length} leaves no room for text after "
+            f"config.text.{key}={config.text[key]!r} ({n} tokens with the special ones)")
+  return Setup(config, teacher, tokenizer, directory, src, tgt, collection, order, report)
