@@ -53,6 +53,8 @@ def default() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "bible"               # bible | files | mix (see data/layouts.py)
+  c.data.language = "ny"                # source=bible: the Bible's language (data/bible.py
+                                        # LANGUAGES); also eval.collection=bible's queries
   c.data.format = "tsv"                 # tsv | parallel | jsonl   (source=files, bitext: mixes)
   c.data.path = ""                      # tsv / jsonl file
   c.data.src_path = ""                  # parallel: source-language file

