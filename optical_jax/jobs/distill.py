@@ -222,7 +222,8 @@ def evaluate_stored(setup: setup_lib.Setup, wd: pathlib.Path, out: pathlib.Path,
   out.mkdir(parents=True, exist_ok=True)
   evaluator = retrieval_eval.RetrievalEvaluator(config, setup.collection, setup.teacher,
                                                 setup.tokenizer, out)
-  results: dict[str, Any] = {"method": config.method, "evaluation_of": str(wd)}
+  results: dict[str, Any] = {"method": config.method, "evaluation_of": str(wd),
+                             "eval_data": setup.report.get("eval", {})}
   if config.eval.zero_shot or config.method == "zero_shot" or not with_student:
     results["zero_shot"] = evaluator(setup.teacher, "zero_shot")
   if config.method == "translate_query":
