@@ -103,6 +103,7 @@ def default() -> ml_collections.ConfigDict:
   c.eval.split = ""                     # '' = the layout's test split
   c.eval.doc_language = "en"            # mlqa / multi30k: the documents' language
   c.eval.high_languages = ()            # reported as METRIC/high, /low and /gap (high - low)
+  c.eval.low_languages = ()             # the /low languages; () = every one not high
   c.eval.manual_dir = ""                # where the benchmark's published files are
   c.eval.zero_shot = True               # also evaluate the teacher before distilling
   c.eval.translated_queries = ""        # translate_query: qid<TAB>English translation
@@ -135,6 +136,7 @@ def default() -> ml_collections.ConfigDict:
   c.loss.token_alignment = "mutual"     # kd_token: mutual | argmax (see losses.token_alignment)
   c.loss.temperature = 0.05             # InfoNCE: cosine / temperature
   c.loss.layer = -1                     # the layer whose tokens OT aligns (-1 = last)
+  c.loss.extra_ot_layers = ()           # more layers OT aligns too (averaged), e.g. (-4,)
 
   # Multilingual pretraining terms added to the distillation loss: masked LM
   # on the source side, translation LM on the concatenated pair (core/masking.py).
@@ -190,6 +192,8 @@ def default() -> ml_collections.ConfigDict:
   c.calibration.n_bins = 15             # reliability bins
   c.calibration.strategy = "uniform"    # uniform | quantile bins
   c.calibration.split_seed = 0          # the dev / test split, the same for every cell
+  c.calibration.fit_language = ""       # several languages: the one whose dev half fits the
+                                        # scaling every language is judged with ('' = data.language)
 
   # MTOP intent detection (jobs/intent.py): a classifier on the frozen
   # teacher's English utterance vectors, students swapped in underneath.
@@ -316,7 +320,8 @@ def ot_config(c: ml_collections.ConfigDict) -> ot.OTConfig:
 def loss_config(c: ml_collections.ConfigDict) -> losses.LossConfig:
   """`method`, `loss` and `ot` -> the LossConfig the method trains with, errors
   naming the key. Untrained methods get the `loss` block as it is."""
-  cfg = _build("loss", losses.LossConfig, method=c.method, ot=ot_config(c), **c.loss.to_dict())
+  block = dict(c.loss.to_dict(), extra_ot_layers=tuple(c.loss.extra_ot_layers))
+  cfg = _build("loss", losses.LossConfig, method=c.method, ot=ot_config(c), **block)
   if c.method in losses.UNTRAINED:
     return cfg
   try:

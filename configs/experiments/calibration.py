@@ -12,13 +12,33 @@ on the other half, with a reliability diagram per cell
 
 Full scale: the Chichewa Bible bitext (unseen: French), Multi30k's
 data/task1/raw files under `$OPTICAL_JAX_DATA/multi30k` (see presets.py).
+
+`:real` runs offline on the Bibles: distilled on Swahili, calibrated on the
+Swahili queries' dev half, judged on Swahili (its own language), Tagalog and
+Bengali (never distilled on) and English; per language ECE with its own
+scaling (`ECE/<lang>`) and with Swahili's (`ECE_transfer/<lang>`).
+
+  optical-jax --mode=experiment --config=configs/experiments/calibration.py:real --workdir=runs/cal
 """
 from optical_jax.research import presets
 
 
 def get_config(arg: str | None = None):
-  smoke = presets.check_arg("calibration", arg, (None, "smoke"))
+  smoke = presets.check_arg("calibration", arg, (None, "smoke", "real"))
   c = presets.base(__file__, smoke)
+  grid = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
+          ("optical", {"method": "optical"})]
+  if arg == "real":
+    langs = ("sw", "tl", "bn", "en")
+    c.data.language = "sw"
+    presets.bible_eval(c, languages=langs, high=("en",), low=("sw", "tl", "bn"))
+    c.eval.zero_shot = False
+    metrics = ("ECE", "Brier") + tuple(f"{m}/{l}" for m in ("ECE", "ECE_transfer", "Brier")
+                                       for l in langs) + tuple(f"nDCG@10/{l}" for l in langs)
+    c.experiment.update(grid=grid, seeds=(0,), job="optical_jax.jobs.calibration:run",
+                        metrics=metrics)
+    c.lock()
+    return c
   root = presets.data_root(smoke)
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   c.eval.update(collection="multi30k", languages=("fr",), doc_language="en",
@@ -26,8 +46,6 @@ def get_config(arg: str | None = None):
   c.data.tfds_dir = tfds
   if smoke:
     c.calibration.n_bins = 5
-  grid = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
-          ("optical", {"method": "optical"})]
   c.experiment.update(grid=grid, seeds=(0,) if smoke else (0, 1, 2),
                       job="optical_jax.jobs.calibration:run",
                       metrics=("ECE", "Brier", "nDCG@10", "MRR@10"))

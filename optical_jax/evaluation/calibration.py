@@ -203,8 +203,13 @@ def split_by_query(qids: np.ndarray, dev_fraction: float = 0.5, seed: int = 0) -
 
 def calibrate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
                   *, k: int, dev_fraction: float, n_bins: int, strategy: str, split_seed: int,
-                  plot: PathLike | None = None, title: str = "") -> dict[str, float]:
+                  plot: PathLike | None = None, title: str = "",
+                  platt: PlattScaling | None = None) -> dict[str, float]:
   """Platt scaling fitted on a dev half of the queries, judged on the rest.
+
+  Args:
+    platt: a scaling fitted elsewhere (e.g. on another language's dev half):
+      applied as it is to this run's test half, nothing is fitted.
 
   Returns:
     {'ECE', 'Brier', 'platt_a', 'platt_b', 'test_pairs'} on the test queries;
@@ -215,7 +220,7 @@ def calibrate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Ma
   if not dev.any() or dev.all():
     raise ValueError(f"calibration needs queries on both sides of the dev split; "
                      f"{np.unique(qids).size} queries, dev_fraction={dev_fraction}")
-  platt = fit_platt(scores[dev], labels[dev])
+  platt = platt or fit_platt(scores[dev], labels[dev])
   probs = platt(scores[~dev])
   if plot is not None:
     reliability_diagram(probs, labels[~dev], plot, title=title, n_bins=n_bins, strategy=strategy)

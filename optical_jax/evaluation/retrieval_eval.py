@@ -102,7 +102,8 @@ class RetrievalEvaluator:
         values = [v for q, v in result.per_query[m].items() if layouts.language_of(q) == lang]
         metrics[f"{m}/{lang}"] = float(np.mean(values)) if values else float("nan")
     high = [l for l in cfg.eval.languages if l in cfg.eval.high_languages]
-    low = [l for l in cfg.eval.languages if l not in cfg.eval.high_languages]
+    low = [l for l in cfg.eval.languages if l not in cfg.eval.high_languages and (
+        not cfg.eval.low_languages or l in cfg.eval.low_languages)]
     if languages and high and low:   # the high- vs low-resource gap, by language means
       for m in cfg.eval.metrics:
         metrics[f"{m}/high"] = float(np.mean([metrics[f"{m}/{l}"] for l in high]))

