@@ -11,8 +11,8 @@ from optical_jax.jobs import retrieval as retrieval_modes
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import setup as setup_lib
 
-import tiny_checkpoints
-from conftest import read_multilingual
+from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from optical_jax.models import tokenizer as tokenizer_lib
 
-import tiny_checkpoints
+from tests import tiny_checkpoints
 
 transformers = pytest.importorskip("transformers")
 

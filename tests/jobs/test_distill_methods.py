@@ -16,8 +16,8 @@ from optical_jax.search import encode as encode_lib
 from optical_jax.training import checkpoint
 from optical_jax.training import student as student_lib
 
-import tiny_checkpoints
-from conftest import read_multilingual
+from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
 
 def _config(tmp_path: pathlib.Path, method: str, **eval_kw):

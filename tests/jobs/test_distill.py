@@ -13,10 +13,10 @@ from optical_jax.jobs import distill
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.training import checkpoint
 
-import tiny_checkpoints
-from conftest import read_multilingual
+from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _cli(*args, timeout=900):

@@ -199,7 +199,7 @@ def test_reports(tmp_path, qrels_path):
 def test_numeric_sweep_plot_and_string_job(tmp_path, qrels_path):
   grid = cells.sweep("loss.ot_weight", (0.0, 0.5, 2.0)) + [("base", {})]
   config = make_config(grid, seeds=(0, 1), baseline="base", qrels=qrels_path,
-                       job="test_experiments:fake_job")
+                       job="tests.research.test_grid:fake_job")
   # Called as optical_jax.main calls every mode.
   summary = grid_lib.experiment_mode(config, str(tmp_path), export_dir=None, runs=[],
                                         qrels=None, baseline=None, query_encoder="auto")

@@ -13,7 +13,7 @@ import pytest
 from optical_jax.research import cells
 from optical_jax.research import plots
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SMOKES = ["methods:smoke", "ratio:smoke", "codeswitch:smoke", "codeswitch:smoke_mlqa",
           "calibration:smoke", "pretraining:smoke", "intent:smoke"]
 

@@ -16,7 +16,7 @@ from optical_jax.models import heads as heads_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
-import tiny_checkpoints
+from tests import tiny_checkpoints
 
 torch = pytest.importorskip("torch", reason="PyTorch is the golden reference (test extra)")
 transformers = pytest.importorskip("transformers")

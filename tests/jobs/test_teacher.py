@@ -25,10 +25,10 @@ from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
-import tiny_checkpoints
-from conftest import read_multilingual
+from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _teacher_config(arg=None):

@@ -16,8 +16,8 @@ from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 from optical_jax.training import pretraining
 
-import defaults
-import tiny_checkpoints
+from tests import defaults
+from tests import tiny_checkpoints
 
 torch = pytest.importorskip("torch", reason="PyTorch is the golden reference (test extra)")
 transformers = pytest.importorskip("transformers")

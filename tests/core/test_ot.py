@@ -12,7 +12,7 @@ import pytest
 
 from optical_jax.core import ot as ojot
 
-import defaults
+from tests import defaults
 
 H = 16
 

@@ -14,7 +14,7 @@ from optical_jax.data import batching, codeswitch, wordalign
 from optical_jax.data.bitext import Pair
 from optical_jax.models import tokenizer as tokenizer_lib
 
-import tiny_checkpoints
+from tests import tiny_checkpoints
 
 SRC_VOCAB = [f"w{i}" for i in range(100)]
 DICT = codeswitch.Dictionary({f"w{i}": {f"e{i}": 1} for i in range(50)})  # covers half

@@ -7,7 +7,7 @@ import pytest
 from optical_jax.data import bitext
 from optical_jax.data import collection
 
-FIX = pathlib.Path(__file__).parent / "fixtures" / "bitext"
+FIX = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "bitext"
 
 
 def _pairs(b):

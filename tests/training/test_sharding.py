@@ -15,8 +15,8 @@ from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
-import defaults
-import tiny_checkpoints
+from tests import defaults
+from tests import tiny_checkpoints
 
 MESHES = [{"data": 8, "model": 1}, {"data": 4, "model": 2}, {"data": 2, "model": 4},
           {"data": 1, "model": 8}]
@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
   tcfg.update(steps=10, lr=1e-3, warmup_frac=0.0, eps=1e-3)
   tx, _ = state_lib.make_optimizer(tcfg)
   loss_cfg = defaults.loss_config(mse_weight=0.5, ot=defaults.ot_config(num_iterations=10))
-  from conftest import read_multilingual
+  from tests.conftest import read_multilingual
   texts = [t for _, t in read_multilingual()]
   batches = [batches_lib.pair_batch(tok, texts[i:i + 8],
                                     texts[i + 1:i + 9] + texts[:max(0, i - 6)],

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = [REPO / "launch" / "tpu.sh", REPO / "launch" / "run_tpu.sh"]
 
 

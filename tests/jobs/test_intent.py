@@ -16,8 +16,8 @@ from optical_jax.research import grid
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import student as student_lib
 
-import defaults
-import tiny_checkpoints
+from tests import defaults
+from tests import tiny_checkpoints
 
 MTOP = layouts.SAMPLES / "mtop"
 

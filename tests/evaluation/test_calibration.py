@@ -6,7 +6,7 @@ import pytest
 
 from optical_jax.evaluation import calibration
 
-from test_evaluate import QRELS, RUN
+from tests.evaluation.test_metrics import QRELS, RUN
 
 
 def test_ece_of_a_calibrated_scorer_is_small():

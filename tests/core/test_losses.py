@@ -6,7 +6,7 @@ import pytest
 from optical_jax.core import losses
 from optical_jax.core import ot
 
-import defaults
+from tests import defaults
 
 
 def _unit(x):

@@ -12,8 +12,8 @@ from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
-import defaults
-import tiny_checkpoints
+from tests import defaults
+from tests import tiny_checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 
 from optical_jax.training import checkpoint
 
-import tiny_checkpoints
-from conftest import read_multilingual
+from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
 # Runs the distill job in a fresh process; with KILL_AFTER set, the process
 # SIGKILLs itself right after the checkpoint of that step is on disk (a hard
