@@ -13,7 +13,9 @@ import pytest
 from optical_jax.research import cells
 from optical_jax.research import plots
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests import repo
+
+REPO = repo.ROOT
 SMOKES = ["methods:smoke", "ratio:smoke", "codeswitch:smoke", "codeswitch:smoke_mlqa",
           "calibration:smoke", "pretraining:smoke", "intent:smoke"]
 
@@ -34,13 +36,8 @@ def _args(spec: str, workdir) -> list[str]:
 
 
 def _load(spec: str):
-  import importlib.util
   name, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(
-      f"exp_{name}", os.path.join(REPO, "configs", "experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return repo.load_config(f"configs/experiments/{name}.py", arg)
 
 
 @pytest.mark.real_model
@@ -65,9 +62,10 @@ def test_smoke_variant_writes_its_table_and_plots(spec, tmp_path, env):
   for m in s.metrics:
     png = tmp_path / "plots" / f"bar_{plots._file_part(m)}.png"
     assert png.read_bytes().startswith(b"\x89PNG"), png
-  if spec.startswith("calibration"):    # a reliability diagram per cell
-    for name, _ in s.grid:
-      assert list((tmp_path / "cells" / name).glob("seed*/calibration/optical.png"))
+  if spec.startswith("calibration"):    # a reliability diagram per cell, named after its method
+    for name, overrides in s.grid:
+      method = overrides.get("method", config.method)
+      assert list((tmp_path / "cells" / name).glob(f"seed*/calibration/{method}.png")), name
 
 
 @pytest.mark.real_model

@@ -1,4 +1,4 @@
-"""The distillation losses against independent numpy computations."""
+"""The distillation losses and the teacher's triple loss against independent numpy computations."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ from optical_jax.core import losses
 from optical_jax.core import ot
 
 from tests import defaults
+from tests import numpy_references
 
 
 def _unit(x):
@@ -151,3 +152,41 @@ def test_bad_weights_are_rejected():
     defaults.loss_config(ot_weight=0, contrastive_weight=0, mse_weight=0)
   with pytest.raises(ValueError, match=">= 0"):
     defaults.loss_config(ot_weight=-1)
+
+
+# ----------------------------------------------------------------------------
+# The teacher's triple loss, against a plain numpy InfoNCE.
+
+@pytest.mark.parametrize("scoring,temperature", [("dense", 0.05), ("late_interaction", 0.7)])
+def test_triple_loss_matches_numpy(scoring, temperature):
+  rng = np.random.default_rng(0)
+  b, lq, ld, d = 5, 4, 6, 8
+  shape_q, shape_d = ((b, d), (b, d)) if scoring == "dense" else ((b, lq, d), (b, ld, d))
+  q, p, n = (rng.normal(size=s).astype(np.float32) for s in (shape_q, shape_d, shape_d))
+  # Padding: ragged lengths. Padded positions hold random vectors that would
+  # add to (query side) or win (document side) MaxSim if the masks were ignored.
+  qm = (np.arange(lq)[None] < rng.integers(1, lq + 1, b)[:, None]).astype(np.int32)
+  pm = (np.arange(ld)[None] < rng.integers(1, ld + 1, b)[:, None]).astype(np.int32)
+  nm = (np.arange(ld)[None] < rng.integers(1, ld + 1, b)[:, None]).astype(np.int32)
+  valid = np.array([True, True, False, True, True])
+  masks = ({} if scoring == "dense" else
+           dict(query_mask=jnp.asarray(qm), positive_mask=jnp.asarray(pm),
+                negative_mask=jnp.asarray(nm)))
+  loss, metrics = losses.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
+                                      scoring=scoring, temperature=temperature,
+                                      valid=jnp.asarray(valid), **masks)
+  want, s = numpy_references.triple_loss(q, qm, p, pm, n, nm, scoring, temperature, valid)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+  own = np.arange(b)[valid]
+  np.testing.assert_allclose(float(metrics["pos_score"]), s[own, own].mean(), rtol=1e-4)
+  np.testing.assert_allclose(float(metrics["hard_neg_score"]), s[own, own + b].mean(),
+                             rtol=1e-4)
+  kept = s[:, np.concatenate([valid, valid])]
+  hits = [np.argmax(kept[i]) == int(valid[:i].sum()) for i in own]
+  np.testing.assert_allclose(float(metrics["accuracy"]), np.mean(hits), rtol=1e-6)
+  # Without `valid`, every row counts.
+  all_rows, _ = losses.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
+                                    scoring=scoring, temperature=temperature, **masks)
+  want_all, _ = numpy_references.triple_loss(q, qm, p, pm, n, nm, scoring, temperature,
+                                             np.ones(b, bool))
+  np.testing.assert_allclose(float(all_rows), want_all, rtol=1e-4)

@@ -1,4 +1,4 @@
-"""Tests of optical_jax.ot: agreement with POT, padding, gradients, options."""
+"""Optimal transport (core/ot.py): agreement with POT, padding, gradients, options."""
 import functools
 import pathlib
 

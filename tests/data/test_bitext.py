@@ -1,11 +1,11 @@
-"""Bitext readers: good files parse, every bad line is named by file and line."""
+"""Bitext readers (data/bitext.py): good files parse, every bad line is named by file and line."""
 import logging
 import pathlib
 
 import pytest
 
 from optical_jax.data import bitext
-from optical_jax.data import collection
+
 
 FIX = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "bitext"
 
@@ -186,39 +186,3 @@ def test_bad_settings():
     bitext.read_tsv(FIX / "good.tsv", src_column=1, tgt_column=1)
   with pytest.raises(ValueError, match="leaves out column 2"):
     bitext.read_tsv(FIX / "good.tsv", tgt_column=2, num_columns=2)
-
-
-# ------------------------------------------------------------------ collection
-
-
-def test_eval_collection_rejects_judged_query_without_text():
-  with pytest.raises(ValueError, match="judged queries have no text"):
-    collection.EvalCollection(queries={"q1": "a"}, docs={"d": "b"},
-                              qrels={"q1": {"d": 1}, "q2": {"d": 1}})
-  col = collection.EvalCollection(queries={"q1": "a"}, docs={"d": "b"}, qrels={"q1": {"d": 1}})
-  assert "1 queries, 1 docs, 1 judgements" in repr(col)
-
-
-def test_read_collection_tsv_and_beir(tmp_path, caplog):
-  (tmp_path / "q.tsv").write_text("q1\tMoni\nq2\tMadzi\nq3\tunjudged\n", encoding="utf-8")
-  (tmp_path / "c.tsv").write_text("d1\tHello\nd2\tWater\n", encoding="utf-8")
-  (tmp_path / "qrels.txt").write_text("q1 0 d1 1\nq2 0 d2 2\nq2 0 d9 1\n", encoding="utf-8")
-  with caplog.at_level(logging.INFO):
-    col = collection.read_collection(tmp_path / "q.tsv", tmp_path / "c.tsv",
-                                     tmp_path / "qrels.txt")
-  assert col.queries == {"q1": "Moni", "q2": "Madzi"}  # q3 has no judgements
-  assert col.docs == {"d1": "Hello", "d2": "Water"}
-  assert col.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2, "d9": 1}}
-  assert "1 judged documents are not in" in caplog.text
-  (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "Moni"}\n', encoding="utf-8")
-  (tmp_path / "c.jsonl").write_text('{"_id": "d1", "title": "T", "text": "Hello"}\n',
-                                    encoding="utf-8")
-  (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
-  col = collection.read_collection(tmp_path / "q.jsonl", tmp_path / "c.jsonl",
-                                   tmp_path / "qrels.tsv")
-  assert col.docs == {"d1": "T Hello"} and col.qrels == {"q1": {"d1": 1}}
-  (tmp_path / "dup.tsv").write_text("d1\ta\nd1\tb\n", encoding="utf-8")
-  with pytest.raises(bitext.BitextError, match=r"dup.tsv:2: duplicate id 'd1'"):
-    collection.read_collection(tmp_path / "q.tsv", tmp_path / "dup.tsv", tmp_path / "qrels.txt")
-  with pytest.raises(ValueError, match="judges 1 queries absent from"):
-    collection.read_collection(tmp_path / "q.jsonl", tmp_path / "c.tsv", tmp_path / "qrels.txt")

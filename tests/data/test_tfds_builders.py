@@ -149,7 +149,7 @@ def test_bitext_formats(tmp_path, config, splits, first_origin):
   train = sources["train"]
   assert texts(train, "src")[:2] == ["Mulungu ndi wabwino.", "Ndili bwino."]
   assert texts(train, "tgt")[:2] == ["God is good.", "I am well."]
-  assert texts(train, "origin")[0].endswith(f"benchmarks/bitext/{first_origin}")
+  assert texts(train, "origin")[0].endswith(f"samples/bitext/{first_origin}")
   if config == "jsonl":  # the blank third line is skipped, the origin keeps line 4
     assert texts(train, "origin")[2].endswith("train.jsonl:4")
 

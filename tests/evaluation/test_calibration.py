@@ -1,5 +1,6 @@
 """Calibration metrics on synthetic scorers with known answers."""
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -79,8 +80,25 @@ def test_reliability_diagram_is_written(tmp_path):
                                 title="test")
   data = path.read_bytes()
   assert data.startswith(b"\x89PNG") and len(data) > 5000
-  calibration.reliability_diagram(np.full(10, 0.95), np.ones(10), tmp_path / "q.png",
-                         strategy="quantile")
+  _assert_png(data)
+  # Every probability equal: the quantile bins all collapse onto 0.95. All ten are
+  # relevant, so the one occupied bin has accuracy 1 and ECE = |1 - 0.95| = 0.05.
+  p, y = np.full(10, 0.95), np.ones(10)
+  assert calibration.expected_calibration_error(p, y, strategy="quantile") == pytest.approx(0.05)
+  quantile = calibration.reliability_diagram(p, y, tmp_path / "q.png", strategy="quantile")
+  assert quantile == tmp_path / "q.png"
+  _assert_png(quantile.read_bytes())
+
+
+def _assert_png(data: bytes):
+  """A whole PNG: signature, an IHDR of a non-empty image first, IEND last, and more
+  than a blank canvas would take."""
+  assert data[:8] == b"\x89PNG\r\n\x1a\n"
+  assert data[12:16] == b"IHDR"
+  width, height = struct.unpack(">II", data[16:24])
+  assert width > 100 and height > 100, (width, height)
+  assert data[-8:-4] == b"IEND"
+  assert len(data) > 5000
 
 
 def test_score_label_pairs_and_split():

@@ -1,23 +1,20 @@
-"""Tests of optical_jax.evaluate: TREC files, metrics, significance, calibration.
+"""Retrieval metrics (evaluation/metrics.py) against textbook formulas and pytrec_eval.
 
 Expected metric values are computed here from the textbook formulas (trec_eval's
 definitions: linear gain, log2(rank + 1) discount, relevant = grade > 0) and, for
 a second opinion, by pytrec_eval called directly; none are copied from our output.
 """
-import itertools
 import json
 import logging
 import math
-import warnings
 
 import ir_measures
 import numpy as np
 import pytest
 import pytrec_eval
 
-from optical_jax.data import trec
 from optical_jax.evaluation import metrics as metrics_lib
-from optical_jax.evaluation import significance
+
 
 # q1: relevant docs at ranks 2, 4, 11 and d9 (grade 3) never retrieved.
 # q2: only 3 documents retrieved (P@10 still divides by 10).
@@ -29,14 +26,20 @@ QRELS = {
     "q3": {"d7": 1, "d8": 0},
     "q4": {"d1": 1},
 }
+
+
 _ORDERS = {
     "q1": ["d3", "d1", "n1", "d2", "n2", "n3", "n4", "n5", "n6", "n7", "d4", "n8"],
     "q2": ["d5", "d6", "d1"],
     "q3": ["d8"] + [f"m{i}" for i in range(9)] + ["d7", "m9"],
     "q5": ["d1", "d2"],
 }
+
+
 # Distinct scores, best first, so there are no ties to break.
 RUN = {q: {d: 20.0 - 1.5 * i for i, d in enumerate(docs)} for q, docs in _ORDERS.items()}
+
+
 METRICS = ("nDCG@10", "nDCG@20", "MRR@10", "MAP", "P@10", "R@5", "Recall@100")
 
 
@@ -88,6 +91,7 @@ FORMULAS = {
     "R@5": lambda q: _hits(q, 5) / _n_relevant(q),
     "Recall@100": lambda q: _hits(q, 100) / _n_relevant(q),
 }
+
 PYTREC = {"nDCG@10": "ndcg_cut_10", "nDCG@20": "ndcg_cut_20", "MAP": "map",
           "P@10": "P_10", "R@5": "recall_5", "Recall@100": "recall_100"}
 
@@ -165,150 +169,6 @@ def test_evaluate_refuses_wrong_inputs():
     metrics_lib.evaluate(QRELS, {"q1": {"d1": float("nan"), "d2": 1.0}})
   with pytest.raises(TypeError):
     metrics_lib.evaluate({1: {"d1": 1}}, {1: {"d1": 1.0}})
-
-
-# ------------------------------------------------------------------ TREC files
-
-
-def test_run_round_trip(tmp_path):
-  run = {"q1": {"a": np.float64(0.1) + 0.2, "b": 3.0, "c": -1e-300},
-         "q2": {"z": 1.0, "y": 1.0}}
-  path = tmp_path / "sub" / "run.txt"
-  trec.write_run(path, run, tag="mine")
-  assert trec.read_run(path) == run
-  lines = [line.split() for line in path.read_text().splitlines()]
-  assert [(l[0], l[2], l[3], l[5]) for l in lines] == [
-      ("q1", "b", "1", "mine"), ("q1", "a", "2", "mine"), ("q1", "c", "3", "mine"),
-      ("q2", "z", "1", "mine"), ("q2", "y", "2", "mine")]  # tie: docid descending
-  assert not list(tmp_path.glob("**/*.tmp"))
-
-
-def test_write_run_rejects_bad_values(tmp_path):
-  with pytest.raises(ValueError, match="whitespace"):
-    trec.write_run(tmp_path / "r", {"q1": {"d 1": 1.0}})
-  with pytest.raises(ValueError, match="non-finite"):
-    trec.write_run(tmp_path / "r", {"q1": {"d1": float("nan")}})
-  assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())
-
-
-def test_qrels_formats_agree(tmp_path):
-  trec_path = tmp_path / "qrels.trec"
-  trec_path.write_text("q1 0 d1 2\nq1 0 d2 0\n\nq2 0 d1 1\n")
-  tsv = tmp_path / "qrels.tsv"
-  tsv.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq2\td1\t1\n")
-  expected = {"q1": {"d1": 2, "d2": 0}, "q2": {"d1": 1}}
-  assert trec.read_qrels(trec_path) == trec.read_qrels(tsv) == expected
-
-
-@pytest.mark.parametrize("text, line, why", [
-    ("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 1.0\n", 2, "6 columns"),
-    ("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 abc t\n", 2, "score 'abc' is not a number"),
-    ("q1 Q0 d1 1 nan t\n", 1, "not finite"),
-    ("q1 Q0 d1 x 2.0 t\n", 1, "rank 'x'"),
-    ("q1 Q0 d1 1 2.0 t\n\nq1 Q0 d1 2 1.0 t\n", 3, "duplicate document 'd1'"),
-])
-def test_read_run_names_file_and_line(tmp_path, text, line, why):
-  path = tmp_path / "run.txt"
-  path.write_text(text)
-  with pytest.raises(ValueError, match=f"run.txt:{line}: .*{why}"):
-    trec.read_run(path)
-
-
-def test_read_run_bad_utf8(tmp_path):
-  path = tmp_path / "run.txt"
-  path.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d\xff 2 1.0 t\n")
-  with pytest.raises(ValueError, match="run.txt:2: invalid UTF-8"):
-    trec.read_run(path)
-
-
-def test_read_run_skip_counts(tmp_path, caplog):
-  path = tmp_path / "run.txt"
-  path.write_bytes(b"q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 oops t\nq1 Q0 d1 3 9.0 t\n"
-                   b"q1 Q0 d\xff 4 1.0 t\nq1 Q0 d3 5 0.5 t\nshort line\n")
-  with caplog.at_level(logging.WARNING, logger="optical_jax.data.trec"):
-    run = trec.read_run(path, on_bad_line="skip")
-  assert run == {"q1": {"d1": 2.0, "d3": 0.5}}  # the duplicate keeps the first
-  assert "skipped 4 bad line(s)" in caplog.text and "run.txt:2:" in caplog.text
-
-
-def test_read_qrels_errors_and_skip(tmp_path, caplog):
-  path = tmp_path / "qrels.txt"
-  path.write_text("q1 0 d1 1\nq1 0 d2 high\nq1 0 d1 2\nq1 0 d3\n")
-  with pytest.raises(ValueError, match="qrels.txt:2: relevance grade 'high'"):
-    trec.read_qrels(path)
-  path.write_text("q1 0 d1 1\nq1 0 d1 2\n")
-  with pytest.raises(ValueError, match="qrels.txt:2: duplicate document"):
-    trec.read_qrels(path)
-  path.write_text("q1 0 d1 1\nq1 0 d2 high\nq1 0 d1 2\nq1 d3\n")
-  with caplog.at_level(logging.WARNING, logger="optical_jax.data.trec"):
-    assert trec.read_qrels(path, on_bad_line="skip") == {"q1": {"d1": 1}}
-  assert "skipped 3 bad line(s)" in caplog.text
-  with pytest.raises(ValueError, match="on_bad_line"):
-    trec.read_qrels(path, on_bad_line="ignore")
-
-
-# --------------------------------------------------------------- significance
-
-
-def _rank_runs(n_queries=30, seed=0):
-  """One relevant doc per query; 'better' ranks it first, 'base' at 2..6."""
-  rng = np.random.default_rng(seed)
-  qrels = {f"q{i}": {"rel": 1} for i in range(n_queries)}
-  docs = ["rel"] + [f"n{j}" for j in range(9)]
-
-  def run(positions):
-    out = {}
-    for i, pos in enumerate(positions):
-      order = [d for d in docs if d != "rel"]
-      order.insert(pos, "rel")
-      out[f"q{i}"] = {d: 10.0 - j for j, d in enumerate(order)}
-    return out
-
-  return qrels, {"base": run(rng.integers(1, 6, n_queries)), "better": run([0] * n_queries)}
-
-
-def test_compare_better_run_is_significant():
-  qrels, runs = _rank_runs()
-  runs["same"] = runs["base"]
-  result = significance.compare(qrels, runs, "base", ["MRR@10", "nDCG@10"], n_permutations=2000)
-  better = result.comparisons["better"]["MRR@10"]
-  assert better.delta > 0.3 and better.p_ttest < 1e-6
-  # All differences are positive: only the all-plus and all-minus sign patterns
-  # (probability 2 / 2**30) reach the observed mean, so no permutation hits.
-  assert better.p_randomization == 1 / 2001
-  table = significance.markdown_table(result)
-  better_row = next(l for l in table.splitlines() if l.startswith("| better"))
-  same_row = next(l for l in table.splitlines() if l.startswith("| same"))
-  assert better_row.count(significance.SIGNIFICANT_MARK) == 2 and significance.SIGNIFICANT_MARK not in same_row
-  assert "| base (baseline) |" in table and "both a paired t-test" in table
-
-
-def test_compare_identical_runs_give_p_one_without_nan(tmp_path):
-  qrels, runs = _rank_runs()
-  with warnings.catch_warnings():
-    warnings.simplefilter("error")  # a leaked RuntimeWarning (0/0) fails here
-    result = significance.compare(qrels, {"a": runs["base"], "b": runs["base"]}, "a",
-                        ["MRR@10", "P@10"], n_permutations=500)
-  for comparison in result.comparisons["b"].values():
-    assert (comparison.delta, comparison.p_ttest, comparison.p_randomization) == (0, 1, 1)
-  json.loads(metrics_lib.write_metrics(tmp_path / "cmp.json", result).read_text())
-  with pytest.raises(ValueError, match="baseline"):
-    significance.compare(qrels, runs, "nope")
-
-
-def test_paired_tests_against_scipy_and_exact_enumeration():
-  rng = np.random.default_rng(1)
-  a, b = rng.normal(0.5, 0.2, 10), rng.normal(0.45, 0.2, 10)
-  from scipy import stats
-  assert significance.paired_t_test(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
-  assert significance.paired_t_test(a + 0.1, a) == 0.0  # constant shift: t = inf
-  diff = a - b
-  flips = np.array(list(itertools.product([-1, 1], repeat=diff.size)))
-  exact = np.mean(np.abs(flips @ diff) >= abs(diff.sum()) - 1e-12)
-  p = significance.randomization_test(a, b, n_permutations=20_000, seed=3)
-  assert abs(p - exact) < 5 * math.sqrt(exact * (1 - exact) / 20_000)
-  assert p == significance.randomization_test(a, b, n_permutations=20_000, seed=3)
-  assert p != significance.randomization_test(a, b, n_permutations=20_000, seed=4)
 
 
 def test_write_metrics_round_trip_and_refuses_nan(tmp_path):

@@ -1,31 +1,21 @@
-"""The distill job end to end, through the command line, and how it fails."""
+"""The distill job (jobs/distill.py) end to end, through the command line, and how it fails."""
 import json
-import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
+from optical_jax.data import batches
 from optical_jax.jobs import distill
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.training import checkpoint
 
+from tests import repo
 from tests import tiny_checkpoints
 from tests.conftest import read_multilingual
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def _cli(*args, timeout=900):
-  # As a laptop user runs it: one CPU device, not the suite's 8 fake ones
-  # (8 replicas of e5-small would only cost memory; meshes are tested with
-  # the tiny model in test_sharding.py and test_resume.py).
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  return subprocess.run([sys.executable, "-m", "optical_jax.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+_cli = repo.cli
 
 
 @pytest.mark.real_model
@@ -71,13 +61,6 @@ def test_demo_pipeline_through_the_cli(tmp_path):
   assert np.abs(ours - ref).max() < 1e-4
 
 
-def test_config_typo_is_an_error():
-  out = _cli("--config=configs/demo.py", "--workdir=/tmp/never", "--config.trian.steps=5",
-             timeout=120)
-  assert out.returncode != 0
-  assert "trian" in out.stderr
-
-
 def _files_config(tmp_path, **train) -> ml_collections.ConfigDict:
   teacher = tiny_checkpoints.write_xlmr(tmp_path / "teacher")
   rows = read_multilingual()
@@ -121,36 +104,56 @@ def test_resume_with_another_config_is_refused(tmp_path):
     distill.run(c2, str(tmp_path / "wd"))
 
 
-def test_code_switching_in_the_job(tmp_path):
-  from optical_jax.data import bible, sources
-  c = config_lib.default()
-  assert sources.codeswitcher(c, ["a"], ["b"]) is None      # rate 0: off
-  # Induced from the Bible bitext with the Dice aligner: Mulungu is God.
-  pairs = bible.load_bible_pairs()[:3000]
-  c.data.codeswitch_rate = 0.5
-  c.data.codeswitch_induce_pairs = 3000
-  switcher = sources.codeswitcher(c, [p.ny for p in pairs], [p.en for p in pairs])
-  assert "god" in switcher.dictionary.translations("mulungu")
-  # And in a training run (tiny model, a dictionary file), deterministic per step.
+def _train_records(workdir) -> list[dict]:
+  """The train records of metrics.jsonl without the throughput (a wall-clock rate)."""
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if not k.endswith("_per_s")}
+          for r in records if r["kind"] == "train"]
+
+
+def _saved_params(workdir) -> dict[str, np.ndarray]:
+  """The trainable parameters of the latest checkpoint."""
+  ckpt = checkpoint.Checkpointer(workdir)
+  saved = ckpt.manager.restore(ckpt.latest_step())["state"]["params"]
+  ckpt.close()
+  return {k: np.asarray(v) for k, v in saved.items()}
+
+
+def test_code_switching_in_the_job(tmp_path, monkeypatch):
+  """With a dictionary file at rate 1 the job trains on the switched source side, every
+  dictionary word replaced (capitals kept), and it is deterministic: two runs in two
+  workdirs see the same batches, log the same losses and save the same parameters."""
   cfg = _files_config(tmp_path)
   (tmp_path / "dict.tsv").write_text("ana\tchildren\nkusukulu\tto school\nmulungu\tgod\n")
   with cfg.unlocked():
     cfg.data.codeswitch_rate = 1.0
     cfg.data.codeswitch_dictionary = str(tmp_path / "dict.tsv")
-  results = distill.run(cfg, str(tmp_path / "wd"))
-  assert results["steps"] == 6
+  sources = []
+  pair_batch = batches.pair_batch
+  monkeypatch.setattr(batches, "pair_batch", lambda tokenizer, src, *a, **kw: sources.append(
+      list(src)) or pair_batch(tokenizer, src, *a, **kw))
+  runs = []
+  for name in ("a", "b"):
+    sources.clear()
+    results = distill.run(cfg, str(tmp_path / name))
+    assert results["steps"] == 6
+    runs.append((list(sources), _train_records(tmp_path / name), _saved_params(tmp_path / name)))
 
+  # By hand: the two Chichewa sentences with dictionary words, switched; the others as read.
+  switched = {
+      "Mulungu anakonda dziko lapansi kotero kuti anapereka Mwana wake.":
+          "God anakonda dziko lapansi kotero kuti anapereka Mwana wake.",
+      "Ana anapita kusukulu m'mawa uno.": "Children anapita to school m'mawa uno."}
+  texts = [t for _, t in read_multilingual()]
+  assert set(switched) <= set(texts)
+  seen = {t for batch in runs[0][0] for t in batch}
+  assert len(runs[0][0]) == 6 and all(len(batch) == 8 for batch in runs[0][0])
+  assert seen == {switched.get(t, t) for t in texts}      # 48 rows: every one of the 15
 
-@pytest.mark.parametrize("name", ["demo", "optical"])
-def test_configs_load_locked_and_checked(name):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  for arg in (None, "tiny"):
-    c = module.get_config(arg)
-    config_lib.check(c)
-    with pytest.raises(AttributeError):
-      c.train.stpes = 3          # locked: a typo is an error, not a new field
-  with pytest.raises(ValueError, match="takes no argument or 'tiny'"):
-    module.get_config("huge")
+  (sources_a, records_a, params_a), (sources_b, records_b, params_b) = runs
+  assert sources_b == sources_a
+  assert [r["step"] for r in records_a] == [1, 2, 3, 4, 5, 6]
+  assert records_b == records_a
+  assert params_b.keys() == params_a.keys()
+  for k in params_a:
+    np.testing.assert_array_equal(params_b[k], params_a[k], err_msg=k)

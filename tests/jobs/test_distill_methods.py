@@ -1,6 +1,9 @@
-"""`config.method`: the distilled baselines, the untrained ones, and the document cache."""
+"""The distill job's methods (`config.method`): each distilled baseline trains with exactly its
+terms, the untrained ones evaluate the teacher, and MLM / TLM train beside any method."""
 import json
+import os
 import pathlib
+import signal
 
 import numpy as np
 import pytest
@@ -65,17 +68,6 @@ def test_each_method_trains_with_its_terms(tmp_path, method):
   assert student != (tmp_path / "wd" / "eval" / "zero_shot.run").read_text()
 
 
-def test_kd_mse_batches_carry_the_english_side_for_the_student(tmp_path):
-  tok = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t")))[1]
-  b = batches.pair_batch(tok, ["moni"], ["hello there"], src_prefix="query: ",
-                       tgt_prefix="passage: ", max_length=16, batch_size=2,
-                       student_reads_tgt=True)
-  want = tok.encode(["hello there"], prefix="query: ", max_length=16, batch_size=2)
-  n = want.ids.shape[1]
-  np.testing.assert_array_equal(b["stu_tgt_ids"][:, :n], want.ids)
-  assert b["stu_tgt_ids"].shape == b["tgt_ids"].shape
-
-
 def test_zero_shot_trains_nothing_and_reports_the_teacher(tmp_path):
   c = _config(tmp_path, "zero_shot")
   results = distill.run(c, str(tmp_path / "wd"))
@@ -114,36 +106,23 @@ def test_translate_query_evaluates_the_teacher_on_the_translations(tmp_path):
   assert "zero_shot" in results
 
 
-def test_unknown_method_is_a_config_error(tmp_path):
-  c = config_lib.default()
-  c.method = "kd_msee"
-  with pytest.raises(config_lib.ConfigError, match="config.method='kd_msee'"):
-    config_lib.check(c)
-  c.method, c.loss.token_mse_weight = "kd_token", 0.0
-  with pytest.raises(config_lib.ConfigError, match="loss.token_mse_weight, which is 0"):
-    config_lib.check(c)
+def _train_records(workdir) -> list[dict]:
+  """The train records of metrics.jsonl without the throughput (a wall-clock rate)."""
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if not k.endswith("_per_s")}
+          for r in records if r["kind"] == "train"]
 
 
-def test_document_vectors_are_cached_by_content(tmp_path):
-  model, tok, _ = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t")))
-  texts = ["one document", "another, longer document", "third"]
-  kw = dict(prefix="passage: ", batch_size=4, max_length=16, progress=False)
-  first = encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts, **kw)
-  files = list((tmp_path / "cache").glob("vectors-*.npy"))
-  assert len(files) == 1
-  np.testing.assert_array_equal(first, encode_lib.encode_texts(model, tok, texts, **kw))
-  np.save(files[0], np.zeros_like(first))          # a second call reads the file
-  assert not encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts, **kw).any()
-  # Other texts, another prefix, or other weights: another entry.
-  encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts[:2], **kw)
-  encode_lib.encode_texts_cached(tmp_path / "cache", model, tok, texts,
-                                **dict(kw, prefix="query: "))
-  other = models.load(str(tiny_checkpoints.write_xlmr(tmp_path / "t2", seed=1)))[0]
-  encode_lib.encode_texts_cached(tmp_path / "cache", other, tok, texts, **kw)
-  assert len(list((tmp_path / "cache").glob("vectors-*.npy"))) == 4
+def _saved(workdir) -> tuple[int, dict[str, np.ndarray]]:
+  """(step, trainable parameters) of the latest checkpoint."""
+  ckpt = checkpoint.Checkpointer(workdir)
+  step = ckpt.latest_step()
+  saved = ckpt.manager.restore(step)["state"]["params"]
+  ckpt.close()
+  return step, {k: np.asarray(v) for k, v in saved.items()}
 
 
-def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path):
+def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path, monkeypatch):
   c = _config(tmp_path, "kd_token")
   with c.unlocked():
     c.pretrain.update(mlm_weight=1.0, tlm_weight=0.5)
@@ -157,11 +136,46 @@ def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path):
   assert results["steps"] == 3
   # The LM head is part of the checkpointed student state, and restores.
   student = student_lib.restore_student(c, str(tmp_path / "wd"))
-  ckpt = checkpoint.Checkpointer(tmp_path / "wd")
-  saved = ckpt.manager.restore(ckpt.latest_step())["state"]["params"]
-  ckpt.close()
-  assert any(k.startswith("mlm_head/") for k in saved)
+  step, saved = _saved(tmp_path / "wd")
+  assert step == 3 and any(k.startswith("mlm_head/") for k in saved)
   assert student is not None
+
+  # Interrupted: a SIGTERM arrives while step 2 is being built (as a preemption notice
+  # would); the job finishes that step, saves it, and exits. The same command resumes
+  # and must end where the uninterrupted run ended, LM head included.
+  built = []
+  pair_batch = batches.pair_batch
+
+  def term_in_step_two(*args, **kwargs):
+    built.append(1)
+    if len(built) == 2:
+      handler = signal.getsignal(signal.SIGTERM)   # the loop's guard, never the default
+      assert isinstance(getattr(handler, "__self__", None), checkpoint.PreemptionGuard)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return pair_batch(*args, **kwargs)
+
+  monkeypatch.setattr(batches, "pair_batch", term_in_step_two)
+  resumed = tmp_path / "resumed"
+  with pytest.raises(SystemExit, match="stopped by SIGTERM after step 2"):
+    distill.run(c, str(resumed))
+  assert _saved(resumed)[0] == 2
+  built.clear()
+  monkeypatch.setattr(batches, "pair_batch", lambda *a, **kw: built.append(1) or
+                      pair_batch(*a, **kw))
+  again = distill.run(c, str(resumed))
+  assert len(built) == 1                     # step 3 only: steps 1 and 2 came from the checkpoint
+  # Every value the steps computed, equal; not `truncated_texts`, the tokenizer's count
+  # since its process loaded it (the resumed process never saw steps 1 and 2's texts).
+  computed = lambda wd: [{k: v for k, v in r.items() if k != "truncated_texts"}
+                         for r in _train_records(wd)]
+  assert computed(resumed) == computed(tmp_path / "wd")
+  assert [r["step"] for r in _train_records(resumed)] == [1, 2, 3]
+  step_b, params_b = _saved(resumed)
+  assert step_b == 3 and params_b.keys() == saved.keys()
+  for k in saved:
+    np.testing.assert_allclose(params_b[k], saved[k], atol=1e-6, err_msg=k)
+  assert again["kd_token"] == pytest.approx(results["kd_token"], abs=1e-9)
+
   # A bad pretrain value names its key.
   with c.unlocked():
     c.pretrain.mask_rate = 1.5

@@ -1,42 +1,29 @@
-"""Teacher training: the objective against numpy, the step, the Bible triples, the job."""
-import functools
-import importlib.util
+"""The teacher job (jobs/teacher.py): it trains, evaluates, resumes, exports what
+transformers loads, stops on NaN, and names bad input."""
 import json
-import os
 import re
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
 from optical_jax import models
-from optical_jax.core import losses
 from optical_jax.data import batches as batches_lib
-from optical_jax.data import bible
-from optical_jax.data import bible_triples
 from optical_jax.data import bitext
-from optical_jax.data import triples as triples_lib
 from optical_jax.jobs import teacher
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import checkpoint
 from optical_jax.training import state as state_lib
-from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
+from tests import repo
 from tests import tiny_checkpoints
-from tests.conftest import read_multilingual
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests import numpy_references
+from tests.numpy_references import unit as _unit
 
 
 def _teacher_config(arg=None):
-  spec = importlib.util.spec_from_file_location("teacher_config",
-                                                os.path.join(REPO, "configs", "teacher.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return repo.load_config("configs/teacher.py", arg)
 
 
 @pytest.fixture(scope="module")
@@ -45,178 +32,15 @@ def tiny_dir(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------
-# The objective, against a plain numpy InfoNCE.
+# Bad input.
 
-def _unit(x):
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _numpy_loss(q, qm, p, pm, n, nm, scoring, temperature, valid):
-  docs = np.concatenate([p, n])
-  dmasks = None if pm is None else np.concatenate([pm, nm])
-  b = len(q)
-  s = np.zeros((b, 2 * b))
-  for i in range(b):
-    for j in range(2 * b):
-      if scoring == "dense":
-        s[i, j] = _unit(q[i]) @ _unit(docs[j])
-      else:   # ColBERT MaxSim over the real tokens only
-        qi = _unit(q[i])[qm[i].astype(bool)]
-        dj = _unit(docs[j])[dmasks[j].astype(bool)]
-        s[i, j] = (qi @ dj.T).max(axis=1).sum()
-  cols = np.concatenate([valid, valid])
-  losses = []
-  for i in np.flatnonzero(valid):
-    z = s[i, cols] / temperature
-    label = int(cols[:i].sum())        # column i among the kept columns
-    top = z.max()
-    losses.append(top + np.log(np.exp(z - top).sum()) - z[label])
-  return float(np.mean(losses)), s
-
-
-@pytest.mark.parametrize("scoring,temperature", [("dense", 0.05), ("late_interaction", 0.7)])
-def test_triple_loss_matches_numpy(scoring, temperature):
-  rng = np.random.default_rng(0)
-  b, lq, ld, d = 5, 4, 6, 8
-  shape_q, shape_d = ((b, d), (b, d)) if scoring == "dense" else ((b, lq, d), (b, ld, d))
-  q, p, n = (rng.normal(size=s).astype(np.float32) for s in (shape_q, shape_d, shape_d))
-  # Padding: ragged lengths. Padded positions hold random vectors that would
-  # add to (query side) or win (document side) MaxSim if the masks were ignored.
-  qm = (np.arange(lq)[None] < rng.integers(1, lq + 1, b)[:, None]).astype(np.int32)
-  pm = (np.arange(ld)[None] < rng.integers(1, ld + 1, b)[:, None]).astype(np.int32)
-  nm = (np.arange(ld)[None] < rng.integers(1, ld + 1, b)[:, None]).astype(np.int32)
-  valid = np.array([True, True, False, True, True])
-  masks = ({} if scoring == "dense" else
-           dict(query_mask=jnp.asarray(qm), positive_mask=jnp.asarray(pm),
-                negative_mask=jnp.asarray(nm)))
-  loss, metrics = losses.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
-                                      scoring=scoring, temperature=temperature,
-                                      valid=jnp.asarray(valid), **masks)
-  want, s = _numpy_loss(q, qm, p, pm, n, nm, scoring, temperature, valid)
-  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
-  own = np.arange(b)[valid]
-  np.testing.assert_allclose(float(metrics["pos_score"]), s[own, own].mean(), rtol=1e-4)
-  np.testing.assert_allclose(float(metrics["hard_neg_score"]), s[own, own + b].mean(),
-                             rtol=1e-4)
-  kept = s[:, np.concatenate([valid, valid])]
-  hits = [np.argmax(kept[i]) == int(valid[:i].sum()) for i in own]
-  np.testing.assert_allclose(float(metrics["accuracy"]), np.mean(hits), rtol=1e-6)
-  # Without `valid`, every row counts.
-  all_rows, _ = losses.triple_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
-                                    scoring=scoring, temperature=temperature, **masks)
-  np.testing.assert_allclose(float(all_rows), _numpy_loss(q, qm, p, pm, n, nm, scoring,
-                                                          temperature, np.ones(b, bool))[0],
-                             rtol=1e-4)
-
-
-# ----------------------------------------------------------------------------
-# The step.
-
-def _fixture_triples(k=8):
-  english = [t for lang, t in read_multilingual()]
-  out = []
-  for i in range(k):
-    words = english[i].split()
-    half = max(1, len(words) // 2)
-    out.append(triples_lib.Triple(" ".join(words[:half]), " ".join(words[half:]) or words[0],
-                                  english[(i + 1) % k], f"fixture:{i}"))
-  return out
-
-
-@pytest.mark.parametrize("scoring", ["dense", "late_interaction"])
-def test_steps_lower_the_loss_on_a_fixed_batch(tiny_dir, scoring):
-  model, tokenizer, _ = models.load(str(tiny_dir))
-  parts, params = trainable_lib.ModelParts.split(model)
-  cfg = config_lib.default().train
-  cfg.update(lr=3e-3, warmup_frac=0.0, schedule="constant", steps=12)
-  tx, _ = state_lib.make_optimizer(cfg)
-  temperature = 0.05 if scoring == "dense" else 1.0
-  step = jax.jit(functools.partial(step_lib.teacher_step, parts=parts, tx=tx, scoring=scoring,
-                                   temperature=temperature))
-  data = _fixture_triples()
-  batch = batches_lib.triple_batch(tokenizer, data, query_prefix="query: ", doc_prefix="passage: ",
-                             query_max_length=32, max_length=32)
-  state = state_lib.init_state(jax.tree.map(jnp.array, params), tx, 0)
-  losses = []
-  for _ in range(cfg.steps):
-    state, metrics = step(state, {}, batch)
-    losses.append(float(metrics["loss"]))
-  if scoring == "dense":
-    # The first loss is InfoNCE of the starting model's vectors, encoded here
-    # by the inference path (its own padding and batching).
-    kw = dict(batch_size=8, max_length=32, progress=False)
-    qv = encode_lib.encode_texts(model, tokenizer, [t.query for t in data], prefix="query: ",
-                                **kw)
-    pv = encode_lib.encode_texts(model, tokenizer, [t.positive for t in data],
-                                prefix="passage: ", **kw)
-    nv = encode_lib.encode_texts(model, tokenizer, [t.negative for t in data],
-                                prefix="passage: ", **kw)
-    want, _ = _numpy_loss(qv, None, pv, None, nv, None, "dense", temperature,
-                          np.ones(len(data), bool))
-    np.testing.assert_allclose(losses[0], want, rtol=1e-3)
-  assert losses[-1] < 0.5 * losses[0], losses
-  assert float(metrics["accuracy"]) > 0.5
-
-
-# ----------------------------------------------------------------------------
-# Triples from the Bible.
-
-def test_bible_keyword_triples_from_verses():
-  def verse(book, ch, v, en):
-    number = ("Genesis", "Exodus").index(book) + 1
-    return bible.VersePair(number * 1_000_000 + ch * 1_000 + v, book, ch, v, "ny", en)
-  pairs = [verse("Genesis", 1, 1, "Eden walked with Adam in God"),
-           verse("Genesis", 1, 2, "God saw"),
-           verse("Genesis", 1, 3, "And God called Eden good"),
-           verse("Genesis", 2, 1, "alone in its chapter with God"),
-           verse("Exodus", 1, 1, "Moses walked with God"),
-           verse("Exodus", 1, 2, "Aaron")]
-  train, col = bible_triples.build(pairs, heldout_books=("exodus",), query_words=2)
-  # Verses holding each word: adam 1, eden 2, walked 2, in 2, god 5, and 1,
-  # called 1. Queries keep the verse's word order; "God saw" is too short to
-  # be a query but is a neighbour; Genesis 2 has one verse, so no negative.
-  assert [(t.query, t.positive, t.negative, t.origin) for t in train] == [
-      ("Eden Adam", pairs[0].en, "God saw", "Genesis 1:1"),
-      ("And called", pairs[2].en, "God saw", "Genesis 1:3")]   # the last verse: previous
-  assert dict(col.queries) == {"q-02001001": "Moses walked"}
-  assert dict(col.docs) == {"d-02001001": "Moses walked with God", "d-02001002": "Aaron"}
-  assert col.qrels == {"q-02001001": {"d-02001001": 1}}
-
-
-# ----------------------------------------------------------------------------
-# Config.
-
-def test_config_errors_name_the_key(tmp_path):
-  c = _teacher_config("smoke")
-  config_lib.check_teacher(c)
-  with pytest.raises(AttributeError):
-    c.teacher.scorign = "dense"          # locked: a typo is no new field
+def test_a_bad_config_stops_the_job_before_its_workdir(tmp_path):
   bad = _teacher_config("smoke")
   with bad.unlocked():
     bad.teacher.scoring = "dence"
   with pytest.raises(config_lib.ConfigError, match=r"config\.teacher\.scoring='dence'"):
     teacher.run(bad, str(tmp_path / "never"))
   assert not (tmp_path / "never").exists()
-  with bad.unlocked():                   # unlocked (a notebook): still an error
-    bad.teacher.scoring = "dense"
-    bad.teacher.scorign = "dense"
-  with pytest.raises(config_lib.ConfigError, match=r"config\.teacher\.scorign: unknown key"):
-    config_lib.check_teacher(bad)
-  for key, value, pattern in (("temperature", 0.0, "temperature"),
-                              ("max_pairs", -1, "max_pairs"), ("format", "csv", "format")):
-    c = _teacher_config("smoke")
-    with c.unlocked():
-      c.teacher[key] = value
-    with pytest.raises(config_lib.ConfigError, match=rf"config\.teacher\.{pattern}"):
-      config_lib.check_teacher(c)
-  with pytest.raises(config_lib.ConfigError, match=r"config\.teacher\.triples is empty"):
-    config_lib.check_teacher(_teacher_config())     # the default needs the user's triples
-  with pytest.raises(ValueError, match="'smoke'"):
-    _teacher_config("huge")
-  missing = config_lib.default()
-  del missing["teacher"]
-  with pytest.raises(config_lib.ConfigError, match=r"config\.teacher is missing"):
-    config_lib.check_teacher(missing)
 
 
 def test_a_bad_triples_line_is_named(tmp_path):
@@ -334,13 +158,46 @@ def test_late_interaction_job_and_nan_stop(tiny_dir, tmp_path):
 
 
 @pytest.mark.real_model
-def test_smoke_config_on_the_embedded_model(tmp_path):
+def test_smoke_config_on_the_embedded_model(tmp_path, monkeypatch):
+  """The smoke config trains e5-small: on the batches it trained on, the InfoNCE loss
+  (a numpy loop over the vectors the encoders give) is lower with the exported model
+  than with the pretrained one; the first logged loss is that of the pretrained
+  model; the trained evaluation is a run of its own."""
   c = _teacher_config("smoke")
   with c.unlocked():
     c.train.steps = 2
     c.train.progress = False
     c.parallel.use_mesh = "no"      # one device, as on a laptop
-  results = teacher.run(c, str(tmp_path / "wd"))
+  seen = []
+  triple_batch = batches_lib.triple_batch
+  monkeypatch.setattr(batches_lib, "triple_batch", lambda tokenizer, data, **kw: seen.append(
+      list(data)) or triple_batch(tokenizer, data, **kw))
+  wd = tmp_path / "wd"
+  results = teacher.run(c, str(wd))
   # e5-small already retrieves: most keyword queries find their verse.
   assert results["pretrained"]["MRR@10"] > 0.4
-  assert (tmp_path / "wd" / "export" / "model.safetensors").exists()
+  assert (wd / "export" / "model.safetensors").exists()
+  assert all(0.0 <= v <= 1.0 for v in results["trained"].values())
+  assert (wd / "eval" / "trained.run").read_text() != (wd / "eval" / "pretrained.run").read_text()
+
+  assert len(seen) == 2 and all(len(batch) == c.train.batch_size for batch in seen)
+  pretrained, tokenizer, _ = models.load(c.model.teacher)
+  trained, _, _ = models.load(str(wd / "export"))
+  kw = dict(batch_size=8, progress=False)
+
+  def infonce(model, batch):
+    q = encode_lib.encode_texts(model, tokenizer, [t.query for t in batch],
+                                prefix=c.text.query_prefix,
+                                max_length=c.teacher.query_max_length, **kw)
+    p, n = (encode_lib.encode_texts(model, tokenizer, texts, prefix=c.text.doc_prefix,
+                                    max_length=c.train.max_length, **kw)
+            for texts in ([t.positive for t in batch], [t.negative for t in batch]))
+    return numpy_references.triple_loss(q, None, p, None, n, None, "dense",
+                                        c.teacher.temperature, np.ones(len(batch), bool))[0]
+
+  before = [infonce(pretrained, batch) for batch in seen]
+  after = [infonce(trained, batch) for batch in seen]
+  losses = [r["loss"] for r in _train_records(wd)]
+  assert len(losses) == 2
+  np.testing.assert_allclose(losses[0], before[0], rtol=1e-3)
+  assert np.mean(after) < np.mean(before), (before, after)

@@ -1,13 +1,14 @@
 """The TPU launch scripts and the Colab notebook."""
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests import repo
+
+REPO = repo.ROOT
 SCRIPTS = [REPO / "launch" / "tpu.sh", REPO / "launch" / "run_tpu.sh"]
 
 

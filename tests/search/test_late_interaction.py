@@ -1,4 +1,4 @@
-"""Tests for optical_jax.late_interaction: MaxSim scoring and re-ranking."""
+"""MaxSim scoring and re-ranking (search/late_interaction.py) against a plain loop."""
 import jax.numpy as jnp
 import numpy as np
 

@@ -1,4 +1,5 @@
-"""Exact resume: 2N steps straight == N steps, SIGKILL, resume to 2N."""
+"""Exact resume in the job skeleton (training/job.py), run by the distill job in a fresh
+process: 2N steps straight == N steps, SIGKILL, resume to 2N; SIGTERM saves, then stops."""
 import json
 import os
 import signal

@@ -1,25 +1,37 @@
-"""The jitted distillation step on a tiny model."""
+"""The pure steps (training/step.py) on a tiny model: the distillation and teacher steps
+lower their loss, frozen parts stay, bf16 activations keep a float32 OT solve."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
+from optical_jax import models
 from optical_jax.data import batches
+from optical_jax.data import triples as triples_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
+from optical_jax.search import encode as encode_lib
 from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
 from tests import defaults
+from tests import numpy_references
 from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  d = tiny_checkpoints.write_xlmr(tmp_path_factory.mktemp("xlmr") / "ckpt")
-  return weights.load_pretrained(str(d)), tokenizer_lib.Tokenizer.from_pretrained(d)
+def tiny_dir(tmp_path_factory):
+  return tiny_checkpoints.write_xlmr(tmp_path_factory.mktemp("xlmr") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+  return weights.load_pretrained(str(tiny_dir)), tokenizer_lib.Tokenizer.from_pretrained(tiny_dir)
 
 
 def _train_cfg(**kw):
@@ -57,40 +69,6 @@ def test_steps_reduce_the_loss_and_respect_frozen_parts(tiny, multilingual_texts
   assert len(moved) == len(trainable)
 
 
-def test_trainable_specs():
-  names = ["encoder/embeddings/word/embedding", "encoder/embeddings/norm/scale",
-           "encoder/layers/0/mlp_in/kernel", "encoder/layers/11/mlp_in/kernel",
-           "encoder/layers/10/attention/query/kernel", "head/projection/kernel"]
-  sel = lambda spec: [n for n in names if trainable_lib.trainable_predicate(spec, 12)(n)]
-  assert sel("all") == names
-  assert sel("no_word_embeddings") == names[1:]
-  assert sel("top:2") == names[3:]
-  assert sel("regex:attention") == [names[4]]
-  with pytest.raises(ValueError, match="K must be in 1..12"):
-    trainable_lib.trainable_predicate("top:13", 12)
-  with pytest.raises(ValueError, match="expected 'all'"):
-    trainable_lib.trainable_predicate("everything", 12)
-
-
-def test_schedule_warms_up_then_decays():
-  _, schedule = state_lib.make_optimizer(_train_cfg(steps=100, lr=1.0, warmup_frac=0.1))
-  assert float(schedule(0)) == 0.0
-  np.testing.assert_allclose(float(schedule(10)), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(float(schedule(55)), 0.5, rtol=1e-6)
-  np.testing.assert_allclose(float(schedule(100)), 0.0, atol=1e-6)
-
-
-def test_config_errors_name_the_key():
-  c = config_lib.default()
-  c.ot.epsilon = -1.0
-  with pytest.raises(config_lib.ConfigError, match=r"config\.ot: epsilon must be > 0"):
-    config_lib.check(c)
-  c = config_lib.default()
-  c.data.on_bad_line = "ignore"
-  with pytest.raises(config_lib.ConfigError, match=r"config\.data\.on_bad_line='ignore'"):
-    config_lib.check(c)
-
-
 def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):
   import jax.numpy as jnp
   d = tiny_checkpoints.write_bert(tmp_path / "bert")
@@ -113,3 +91,52 @@ def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):
   # The Sinkhorn solve ran in float32: bf16 inputs would never meet its threshold.
   assert m["ot_converged"].dtype == jnp.float32 and float(m["ot_converged"]) > 0
   assert state.params["encoder/layers/0/mlp_in/kernel"].dtype == jnp.float32
+
+
+# ----------------------------------------------------------------------------
+# The teacher's step.
+
+def _fixture_triples(k=8):
+  english = [t for lang, t in read_multilingual()]
+  out = []
+  for i in range(k):
+    words = english[i].split()
+    half = max(1, len(words) // 2)
+    out.append(triples_lib.Triple(" ".join(words[:half]), " ".join(words[half:]) or words[0],
+                                  english[(i + 1) % k], f"fixture:{i}"))
+  return out
+
+
+@pytest.mark.parametrize("scoring", ["dense", "late_interaction"])
+def test_steps_lower_the_loss_on_a_fixed_batch(tiny_dir, scoring):
+  model, tokenizer, _ = models.load(str(tiny_dir))
+  parts, params = trainable_lib.ModelParts.split(model)
+  cfg = config_lib.default().train
+  cfg.update(lr=3e-3, warmup_frac=0.0, schedule="constant", steps=12)
+  tx, _ = state_lib.make_optimizer(cfg)
+  temperature = 0.05 if scoring == "dense" else 1.0
+  step = jax.jit(functools.partial(step_lib.teacher_step, parts=parts, tx=tx, scoring=scoring,
+                                   temperature=temperature))
+  data = _fixture_triples()
+  batch = batches.triple_batch(tokenizer, data, query_prefix="query: ", doc_prefix="passage: ",
+                               query_max_length=32, max_length=32)
+  state = state_lib.init_state(jax.tree.map(jnp.array, params), tx, 0)
+  losses = []
+  for _ in range(cfg.steps):
+    state, metrics = step(state, {}, batch)
+    losses.append(float(metrics["loss"]))
+  if scoring == "dense":
+    # The first loss is InfoNCE of the starting model's vectors, encoded here
+    # by the inference path (its own padding and batching).
+    kw = dict(batch_size=8, max_length=32, progress=False)
+    qv = encode_lib.encode_texts(model, tokenizer, [t.query for t in data], prefix="query: ",
+                                **kw)
+    pv = encode_lib.encode_texts(model, tokenizer, [t.positive for t in data],
+                                prefix="passage: ", **kw)
+    nv = encode_lib.encode_texts(model, tokenizer, [t.negative for t in data],
+                                prefix="passage: ", **kw)
+    want, _ = numpy_references.triple_loss(qv, None, pv, None, nv, None, "dense", temperature,
+                                           np.ones(len(data), bool))
+    np.testing.assert_allclose(losses[0], want, rtol=1e-3)
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert float(metrics["accuracy"]) > 0.5
