@@ -1,0 +1,1 @@
+"""Tests of the configs/ files: they load, lock, check, and run."""

@@ -1,0 +1,1 @@
+"""Tests of launch/: the TPU scripts and the Colab notebook."""
