@@ -145,7 +145,9 @@ def results_table(results: Mapping[str, Any], config: ml_collections.ConfigDict)
   lines = ["| query encoder | " + " | ".join(head) + " | mean (transfer) |",
            "|---" * (len(langs) + 2) + "|"]
   method = results["method"]
-  for key, label in {"zero_shot": "teacher, zero-shot", method: f"student ({method})"}.items():
+  labels = {"zero_shot": "teacher, zero-shot"}
+  labels.setdefault(method, f"student ({method})")   # zero_shot's student is the teacher
+  for key, label in labels.items():
     if key in results:
       m = results[key]
       lines.append(f"| {label} | " + " | ".join(f"{m[f'accuracy/{lang}']:.4f}" for lang in langs)

@@ -1,4 +1,5 @@
 """Optimal transport (core/ot.py): agreement with POT, padding, gradients, options."""
+import dataclasses
 import functools
 import pathlib
 
@@ -198,8 +199,6 @@ def test_differentiated_plan_matches_finite_differences():
 
 @hypothesis.settings(max_examples=25, deadline=None, derandomize=True,
                      database=None)
-
-
 @hypothesis.given(
     batch=st.sampled_from([1, 3]),
     data=st.data(),
@@ -225,7 +224,15 @@ def test_property_marginals_padding_loss(batch, data, differentiate_plan):
       continue
     assert np.all(a[i][sm[i] == 0] == 0) and np.all(b[i][tm[i] == 0] == 0)
     np.testing.assert_allclose(plan[i].sum(1), a[i], atol=1e-5)
-    np.testing.assert_allclose(plan[i].sum(0), b[i], atol=1e-3)
+    # 100 fixed iterations do not promise a column error under any bound; what
+    # the solver promises is to report it: the L1 column error it returns is the
+    # plan's, and a solve flagged converged is within the threshold (1e-3).
+    col_error = np.abs(plan[i].sum(0) - b[i]).sum()
+    np.testing.assert_allclose(col_error, float(aux["error"][i]), atol=2e-6)
+    assert not aux["converged"][i] or col_error < cfg.threshold + 2e-6, col_error
+    if not aux["converged"][i]:   # more iterations get there
+      _, more = _loss(s, sm, t, tm, dataclasses.replace(cfg, num_iterations=2000))
+      assert np.abs(np.asarray(more["plan"][i]).sum(0) - b[i]).sum() < cfg.threshold
     assert np.all(plan[i][sm[i] == 0] == 0)
     assert np.all(plan[i][:, tm[i] == 0] == 0)
     assert np.all(plan[i] >= 0)

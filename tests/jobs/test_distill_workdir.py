@@ -23,8 +23,8 @@ import pytest
 from optical_jax.training import checkpoint
 from optical_jax.training import workdir as workdir_lib
 
-import tiny_checkpoints
-from conftest import read_multilingual
+from tests import tiny_checkpoints
+from tests.conftest import read_multilingual
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXIT_USAGE, EXIT_PREEMPTED = 2, 75

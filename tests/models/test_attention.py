@@ -8,7 +8,7 @@ from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
-import tiny_checkpoints
+from tests import tiny_checkpoints
 
 
 def _qkv(seed, b=3, length=12, heads=4, dim=16, dtype=jnp.float32):

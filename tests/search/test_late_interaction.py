@@ -52,9 +52,3 @@ def test_rerank_equals_maxsim_on_candidates():
     assert np.all(idx[row, len(real):] == -1)
   top3 = late_interaction.rerank_maxsim(qt, qm, jnp.asarray(dt), jnp.asarray(dm), cand, k=3)
   np.testing.assert_array_equal(top3[1], idx[:, :3])
-
-
-def test_still_importable_from_retrieval():
-  from optical_jax.retrieval import maxsim, rerank_maxsim  # pylint: disable=g-import-not-at-top
-  assert maxsim is late_interaction.maxsim and rerank_maxsim is late_interaction.rerank_maxsim
-  assert late_interaction.maxsim is late_interaction.maxsim

@@ -22,8 +22,8 @@ from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
-import defaults
-import tiny_checkpoints
+from tests import defaults
+from tests import tiny_checkpoints
 
 # An HLO instruction `%name = bf16[...] scatter(...)`, or a fusion whose root is one.
 _BF16_SCATTER = re.compile(r"=\s*bf16\[[^\]]*\](\{[^}]*\})?\s+scatter\(")
