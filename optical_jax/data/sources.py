@@ -79,8 +79,8 @@ def load(config: ml_collections.ConfigDict, *, need_train_data: bool = True,
     src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
     report["train"] = {"skipped": dict(pairs.skipped)}
   if d.source == "mix" and need_train_data:
-    src, tgt, sizes, mixer, report = layouts.mixed_bitext(config)
-    order = layouts.MixedOrder(mixer, sizes, config.train.batch_size, report)
+    src, tgt, sizes, mixer, mix_report = layouts.mixed_bitext(config)
+    order = layouts.MixedOrder(mixer, sizes, config.train.batch_size, mix_report)
   elif d.max_pairs:
     src, tgt = src[:d.max_pairs], tgt[:d.max_pairs]
   if e.collection == "files":

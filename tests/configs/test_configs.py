@@ -11,6 +11,12 @@ def test_configs_load_locked_and_checked(name):
   module = repo.config_module(f"configs/{name}.py")
   for arg in (None, "tiny"):
     c = module.get_config(arg)
+    if name == "optical":   # a template: the user's files are what it lacks, named
+      with pytest.raises(config_lib.ConfigError, match=r"config\.data\.path is empty"):
+        config_lib.check(c)
+      with c.unlocked():
+        c.data.path = "pairs.tsv"
+        c.eval.update(queries="q.tsv", corpus="c.tsv", qrels="qrels.txt")
     config_lib.check(c)
     with pytest.raises(AttributeError):
       c.train.stpes = 3          # locked: a typo is an error, not a new field

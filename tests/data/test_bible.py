@@ -23,7 +23,7 @@ def split(alignment):
 def test_alignment_counts(alignment):
   # Every KJV verse (31,102) pairs; see the module docstring for the two exceptions.
   assert len(alignment.pairs) == 31102
-  assert alignment.ny_only == ("Revelation 12:18",)
+  assert alignment.src_only == ("Revelation 12:18",)
   assert alignment.en_only == ()
   assert alignment.merged == ("3 John 1:15",)
   assert alignment.empty == ()
@@ -36,23 +36,23 @@ def test_famous_verses(alignment):
   by_id = {p.verse_id: p for p in alignment.pairs}
   john = by_id[43003016]
   assert (john.book, john.chapter, john.verse) == ("John", 3, 16)
-  assert "Mulungu" in john.ny and john.ny.startswith("Pakuti Mulungu anakonda dziko lapansi")
+  assert "Mulungu" in john.src and john.src.startswith("Pakuti Mulungu anakonda dziko lapansi")
   assert john.en.startswith("For God so loved the world")
   assert by_id[1001001].en == "In the beginning God created the heaven and the earth."
-  assert by_id[1001001].ny.startswith("Pachiyambi Mulungu adalenga")
+  assert by_id[1001001].src.startswith("Pachiyambi Mulungu adalenga")
   # 3 John 1:14 carries the Chichewa 1:15 ("Peace be to thee").
-  assert "Mtendere ukhale nawe" in by_id[64001014].ny
+  assert "Mtendere ukhale nawe" in by_id[64001014].src
 
 
 def test_cleaning(alignment):
   by_id = {p.verse_id: p for p in alignment.pairs}
   assert "darkness was upon" in by_id[1001002].en  # was "[was]"
-  assert "ine! Akundiukira" in by_id[19003001].ny  # was "ine!Akundiukira"
+  assert "ine! Akundiukira" in by_id[19003001].src  # was "ine!Akundiukira"
   assert "sins, (then saith" in by_id[40009006].en  # was "sins,( then saith"
   for p in alignment.pairs:
-    for text in (p.ny, p.en):
+    for text in (p.src, p.en):
       assert text == text.strip() and "  " not in text
-    assert "[" not in p.en and "\u02bc" not in p.ny
+    assert "[" not in p.en and "\u02bc" not in p.src
 
 
 def test_split_counts_and_disjoint(alignment, split):
@@ -75,7 +75,7 @@ def test_qrels_one_translation_each(alignment, split):
     (docid,) = judged
     assert qid.startswith("ny-") and docid == "en-" + qid[3:] and docid in col.docs
     p = by_id[int(qid[3:])]
-    assert col.queries[qid] == p.ny and col.docs[docid] == p.en
+    assert col.queries[qid] == p.src and col.docs[docid] == p.en
   assert "ny-44001001" in col.queries and "en-44001001" in col.docs
 
 

@@ -76,6 +76,6 @@ def test_codeswitcher_is_off_at_rate_zero_and_induced_from_the_bible():
   pairs = bible.load_bible_pairs()[:3000]
   c.data.codeswitch_rate = 0.5
   c.data.codeswitch_induce_pairs = 3000
-  switcher = sources.codeswitcher(c, [p.ny for p in pairs], [p.en for p in pairs])
+  switcher = sources.codeswitcher(c, [p.src for p in pairs], [p.en for p in pairs])
   assert "god" in switcher.dictionary.translations("mulungu")
 

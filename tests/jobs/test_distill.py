@@ -100,7 +100,8 @@ def test_resume_with_another_config_is_refused(tmp_path):
   c2 = _files_config(tmp_path)
   with c2.unlocked():
     c2.loss.temperature = 0.1
-  with pytest.raises(config_lib.ConfigError, match=r"different config\.loss"):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"another training config: config\.loss\.temperature \(0\.05 there"):
     distill.run(c2, str(tmp_path / "wd"))
 
 

@@ -17,6 +17,7 @@ from optical_jax.evaluation import metrics as metrics_lib
 from optical_jax.jobs import distill
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import checkpoint
+from optical_jax.training import loop as loop_lib
 from optical_jax.training import student as student_lib
 
 from tests import tiny_checkpoints
@@ -72,7 +73,7 @@ def test_zero_shot_trains_nothing_and_reports_the_teacher(tmp_path):
   c = _config(tmp_path, "zero_shot")
   results = distill.run(c, str(tmp_path / "wd"))
   assert results["method"] == "zero_shot" and results["steps"] == 0
-  assert set(results) == {"method", "steps", "zero_shot"}
+  assert set(results) == {"method", "steps", "zero_shot", "eval_data"}
   assert not (tmp_path / "wd" / "checkpoints").exists()
   assert sorted(p.name for p in (tmp_path / "wd" / "eval").iterdir()) == [
       "zero_shot.json", "zero_shot.run"]
@@ -156,7 +157,7 @@ def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path, monkeypatch):
 
   monkeypatch.setattr(batches, "pair_batch", term_in_step_two)
   resumed = tmp_path / "resumed"
-  with pytest.raises(SystemExit, match="stopped by SIGTERM after step 2"):
+  with pytest.raises(loop_lib.Preempted, match="stopped by SIGTERM after step 2"):
     distill.run(c, str(resumed))
   assert _saved(resumed)[0] == 2
   built.clear()

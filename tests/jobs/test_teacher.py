@@ -142,7 +142,8 @@ def test_job_trains_evaluates_resumes_and_exports(tiny_dir, tmp_path, monkeypatc
   assert teacher.run(_smoke(tiny_dir, steps=6), str(wd)) == resumed
   assert not batches
   other = _smoke(tiny_dir, steps=6, **{"teacher.temperature": 0.1})
-  with pytest.raises(config_lib.ConfigError, match=r"different config\.teacher"):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"another training config: config\.teacher\.temperature \(0\.05 there"):
     teacher.run(other, str(wd))
 
 

@@ -83,7 +83,9 @@ def test_steps_logs_and_checkpoints(tmp_path):
   steps, state, meta = _saved(tmp_path)
   assert {2, 4, 6, 7} <= set(steps) and max(steps) == 7   # every 2nd, and the end forced
   assert int(state["step"]) == 7
-  assert meta == {"config": {"seed": 0}, "data_position": {"step": 7}}
+  # The running counters (extra_log) go with the state, as they were at step 7.
+  assert meta == {"config": {"seed": 0}, "data_position": {"step": 7},
+                  "counters": {"extra": 1.0}}
 
 
 def test_a_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
@@ -125,7 +127,8 @@ def test_sigterm_saves_the_step_then_exits(tmp_path):
       os.kill(os.getpid(), signal.SIGTERM)
 
   loop = _loop(tmp_path, 7, [1.0] * 7, log_every=1, on_step=term_in_step_three)
-  with pytest.raises(SystemExit, match="stopped by SIGTERM after step 3; resume with the same"):
+  with pytest.raises(loop_lib.Preempted,
+                     match="stopped by SIGTERM after step 3, saved; resume with the same"):
     loop_lib.run(loop, _state(), 0)
   assert [s for s, _ in loop.built] == [0, 1, 2]
   steps, state, meta = _saved(tmp_path)
@@ -139,15 +142,16 @@ def test_restore_starts_fresh_or_resumes_under_the_same_config(tmp_path):
   keys = ("seed", "loss")
   tx = optax.sgd(0.1)
   fresh = state_lib.init_state({"w": np.ones(3, np.float32)}, tx, seed=0)
-  ckpt, state, start = loop_lib.restore(tmp_path, c, fresh, keys)
-  assert start == 0 and state is fresh
+  ckpt, state, start, meta = loop_lib.restore(tmp_path, c, fresh, keys)
+  assert start == 0 and state is fresh and meta == {}
   later = fresh.replace(step=np.int32(5), params={"w": np.full(3, 2.0, np.float32)})
   ckpt.save(5, later, {"config": config_lib.resume_record(c, keys),
                        "data_position": {"step": 5}}, force=True)
   ckpt.close()
-  ckpt, state, start = loop_lib.restore(tmp_path, c, fresh, keys)
+  ckpt, state, start, meta = loop_lib.restore(tmp_path, c, fresh, keys)
   ckpt.close()
   assert start == 5 and np.asarray(state.params["w"]).tolist() == [2.0] * 3
+  assert meta["data_position"] == {"step": 5}
   c.seed += 1
   with pytest.raises(config_lib.ConfigError, match=r"different config\.seed"):
     loop_lib.restore(tmp_path, c, fresh, keys)

