@@ -164,6 +164,11 @@ def default() -> ml_collections.ConfigDict:
                                         # ((logical axis, mesh axis), ...) pairs
   c.parallel.step = "shard_map"         # shard_map (jit + shardings) | pmap (pure DP)
   c.parallel.distributed = False        # jax.distributed.initialize() (multi-host)
+  # Where the cluster does not say (Cloud TPU, SLURM and Open MPI do): process 0's
+  # host:port, the number of processes and this one's index (each process its own).
+  c.parallel.coordinator = ""
+  c.parallel.num_processes = 0          # 0: detected from the cluster
+  c.parallel.process_id = -1            # -1: detected from the cluster
   c.parallel.use_mesh = "auto"          # auto: a mesh when there is more than one device
 
   c.checkpoint = ml_collections.ConfigDict()

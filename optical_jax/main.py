@@ -119,7 +119,7 @@ def main(argv):
   # Our progress at INFO; libraries (Orbax logs every save step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("optical_jax").setLevel(std_logging.INFO)
-  sharding.maybe_initialize_distributed(_CONFIG.value.parallel.distributed)
+  sharding.maybe_initialize_distributed(_CONFIG.value.parallel)
   try:
     MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, export_dir=_EXPORT_DIR.value,
                        runs=_RUNS.value, qrels=_QRELS.value, baseline=_BASELINE.value,

@@ -4,12 +4,24 @@ The device count must be set before JAX initialises its backends, so it is set
 here, at import time of the first conftest, before any test module imports jax.
 """
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests never reach a model hub: real-model tests use the embedded model.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One compilation cache for the suite and the command lines it starts: most CLI tests
+# compile the same e5-small steps, and recompiling them is most of their time.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"optical_jax_tests_xla_cache_{os.getuid()}"))
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: one worker per core, at most 4 (each is a JAX process holding the
+  embedded model; more workers than that only contend for memory bandwidth)."""
+  del config
+  return max(1, min(4, os.cpu_count() or 1))
 
 
 def pytest_configure(config):

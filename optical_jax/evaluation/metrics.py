@@ -147,7 +147,9 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]],
        no_relevant)):
     if count:
       log.warning("%d %s (e.g. %s)", count, what, examples[:3])
-  ranked = {q: _trec_ranks(q, run[q]) for q in scored}
+  # Sorted, not set order (which differs per process with string hashing): the mean
+  # is then summed in one order, and equal runs give equal bits in any process.
+  ranked = {q: _trec_ranks(q, run[q]) for q in sorted(scored)}
   values: dict[Any, dict[str, float]] = {m: {} for m in parsed.values()}
   for metric in ir_measures.iter_calc(list(parsed.values()), qrels, ranked):
     values[metric.measure][metric.query_id] = float(metric.value)
@@ -158,8 +160,8 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]],
                          f"queries, expected the {len(qrels)} judged ones")
     per_query[name] = values[measure]
     aggregator = measure.aggregator()
-    for value in values[measure].values():
-      aggregator.add(value)
+    for qid in sorted(values[measure]):
+      aggregator.add(values[measure][qid])
     aggregate[name] = float(aggregator.result())
   return EvalResult(
       aggregate=aggregate, per_query=per_query,

@@ -247,7 +247,7 @@ def ensure_converted(cache_dir: str | os.PathLike | None = None) -> pathlib.Path
   fp = _fingerprint(src)
   out = pathlib.Path(cache_dir) if cache_dir else cache_root() / NAME
   stamp = out / "optical_jax_source.json"
-  if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp:
+  if _is_current(stamp, fp):
     return out
   log.info("converting %s into %s (once)", src, out)
   hf_config, tensors, pieces, special, norm = read_e5s1(src)
@@ -270,7 +270,21 @@ def ensure_converted(cache_dir: str | os.PathLike | None = None) -> pathlib.Path
   (tmp / "optical_jax_source.json").write_text(json.dumps(
       {"source": str(src), "fingerprint": fp, "format_version": _FORMAT_VERSION,
        "prefixes": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX}}, indent=2))
-  if out.exists():
-    shutil.rmtree(out)
-  tmp.rename(out)   # atomic: a crash mid-conversion never leaves a half cache
+  # Renaming is atomic: a crash mid-conversion never leaves a half cache. Processes
+  # converting at once (parallel test workers, several hosts on one disk) keep the
+  # first finished copy rather than deleting it under a reader.
+  if _is_current(stamp, fp):
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+  shutil.rmtree(out, ignore_errors=True)   # a stale conversion
+  try:
+    tmp.rename(out)
+  except OSError:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not _is_current(stamp, fp):
+      raise
   return out
+
+
+def _is_current(stamp: pathlib.Path, fingerprint: str) -> bool:
+  return stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint

@@ -40,16 +40,27 @@ RULE_PRESETS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-  """`jax.distributed.initialize()` for multi-host runs (flag or OPTICAL_JAX_DISTRIBUTED=1).
+def maybe_initialize_distributed(parallel: Mapping[str, Any]) -> None:
+  """`jax.distributed.initialize` for multi-host runs (`parallel.distributed` or
+  OPTICAL_JAX_DISTRIBUTED=1). Must run before any other JAX call.
 
-  On Cloud TPU it needs no arguments; elsewhere the usual JAX coordinator
-  environment variables apply. Must run before any other JAX call.
+  Args:
+    parallel: the config's `parallel` block. On Cloud TPU, SLURM and Open MPI the
+      cluster names the coordinator and the processes; elsewhere `coordinator`
+      (process 0's host:port), `num_processes` and `process_id` say them.
   """
-  if enabled or os.environ.get("OPTICAL_JAX_DISTRIBUTED") == "1":
-    jax.distributed.initialize()
-    log.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-             jax.process_count(), jax.local_device_count(), jax.device_count())
+  if not (parallel["distributed"] or os.environ.get("OPTICAL_JAX_DISTRIBUTED") == "1"):
+    return
+  given = {"coordinator_address": parallel["coordinator"] or None,
+           "num_processes": parallel["num_processes"] or None,
+           "process_id": parallel["process_id"] if parallel["process_id"] >= 0 else None}
+  if given["num_processes"] is not None and given["process_id"] is not None \
+      and not 0 <= given["process_id"] < given["num_processes"]:
+    raise ValueError(f"config.parallel.process_id={given['process_id']} is not in "
+                     f"[0, {given['num_processes']}) (config.parallel.num_processes)")
+  jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+  log.info("process %d of %d, %d local / %d global devices", jax.process_index(),
+           jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:

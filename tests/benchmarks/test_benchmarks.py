@@ -16,6 +16,8 @@ BENCH = repo.ROOT / "benchmarks"
 
 def _run(script, *args):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}   # one device, as users run
+  # This checkout's package, whichever one the environment has installed.
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo.ROOT), env.get("PYTHONPATH")]))
   return subprocess.run([sys.executable, str(BENCH / script), *args], cwd=repo.ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
 

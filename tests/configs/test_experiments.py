@@ -21,12 +21,10 @@ SMOKES = ["methods:smoke", "ratio:smoke", "codeswitch:smoke", "codeswitch:smoke_
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  """One CPU device (as a laptop user runs it), and one compilation cache for
-  every run of the module: the cells of a grid compile the same steps."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-  return env
+def env():
+  """One CPU device, as a laptop user runs it (the suite's compilation cache comes
+  along: the cells of a grid compile the same steps)."""
+  return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
 
 def _args(spec: str, workdir) -> list[str]:

@@ -7,6 +7,10 @@ a second opinion, by pytrec_eval called directly; none are copied from our outpu
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import ir_measures
 import numpy as np
@@ -179,3 +183,21 @@ def test_write_metrics_round_trip_and_refuses_nan(tmp_path):
     metrics_lib.write_metrics(tmp_path / "bad.json", {"ece": float("nan")})
   assert json.loads(metrics_lib.write_metrics(tmp_path / "np.json", {"x": np.float32(0.5)})
                     .read_text()) == {"x": 0.5}
+
+
+def test_the_mean_has_the_same_bits_in_every_process():
+  # Set and dict orders of string ids change with the process's hash seed; the mean
+  # must not (a resumed run reports exactly what an uninterrupted one does).
+  script = textwrap.dedent("""
+      import numpy as np
+      from optical_jax.evaluation import metrics as metrics_lib
+      rng = np.random.default_rng(0)
+      qids = [f"q{i}" for i in range(300)]
+      qrels = {q: {f"d{j}": 1 for j in rng.choice(50, 2, replace=False)} for q in qids}
+      run = {q: {f"d{j}": float(rng.normal()) for j in range(50)} for q in reversed(qids)}
+      print(repr(metrics_lib.evaluate(qrels, run, ["nDCG@10", "RR@10"]).aggregate))
+  """)
+  outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONHASHSEED=str(seed)),
+                         check=True).stdout for seed in (1, 2, 3)}
+  assert len(outs) == 1, outs

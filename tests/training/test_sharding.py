@@ -149,3 +149,26 @@ def test_mesh_errors():
     sharding.make_mesh({"batch": 8})
   with pytest.raises(ValueError, match="parallel.rules"):
     sharding.resolve_rules("megatron")
+
+
+def test_distributed_is_off_unless_asked_and_checks_the_process_index(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  monkeypatch.delenv("OPTICAL_JAX_DISTRIBUTED", raising=False)
+  parallel = config_lib.default().parallel
+  sharding.maybe_initialize_distributed(parallel)
+  assert calls == []
+  parallel.update(distributed=True, coordinator="10.0.0.1:1234", num_processes=2,
+                  process_id=2)
+  with pytest.raises(ValueError, match=r"config\.parallel\.process_id=2 is not in \[0, 2\)"):
+    sharding.maybe_initialize_distributed(parallel)
+  parallel.process_id = 1
+  sharding.maybe_initialize_distributed(parallel)
+  assert calls == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 2,
+                    "process_id": 1}]
+  # On a cluster that names them itself (Cloud TPU, SLURM), nothing is passed.
+  calls.clear()
+  cluster = config_lib.default().parallel
+  cluster.distributed = True
+  sharding.maybe_initialize_distributed(cluster)
+  assert calls == [{}]
