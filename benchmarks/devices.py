@@ -39,20 +39,27 @@ DENSE_PEAK_TFLOPS = {
 }
 
 
+# The instruction-set features XLA:CPU, oneDNN and FAISS choose their kernels by.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
 def device() -> str:
-  """What JAX runs on, in words (GPU name, or the CPU model and core count)."""
+  """What JAX runs on, in words: the GPU name, or the CPU model, its core count and
+  which of CPU_FLAGS it has (the ratios differ by CPU type)."""
   d = jax.devices()[0]
   if d.platform != "cpu":
     return f"{d.device_kind} ({jax.device_count()} x {d.platform})"
-  model = "unknown CPU"
+  model, flags = "unknown CPU", set()
   try:
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
+      if line.startswith("model name") and model == "unknown CPU":
         model = line.split(":", 1)[1].strip()
-        break
+      elif line.startswith("flags") and not flags:
+        flags = set(line.split(":", 1)[1].split())
   except OSError:
     pass
-  return f"{model}, {os.cpu_count()} cores"
+  has = [f for f in CPU_FLAGS if f in flags]
+  return f"{model}, {os.cpu_count()} cores, {' '.join(has) or 'flags unknown'}"
 
 
 def spec_peak_tflops(dtype: str) -> float | None:

@@ -39,6 +39,8 @@ import numpy as np
 from optical_jax.search import certified
 from optical_jax.search import topk as topk_lib
 
+import devices  # benchmarks/devices.py, beside this script
+
 
 def _problem(num_queries: int, num_docs: int, dim: int, seed: int,
              anisotropy: float) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +157,7 @@ def main() -> None:
 
   q, x = _problem(args.num_queries, args.num_docs, args.dim, args.seed, args.anisotropy)
   k = args.k
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
+  print(f"jax {jax.__version__} on {devices.device()}, "
         f"load {os.getloadavg()[0]:.1f}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
         f"top-{k} of {len(q)} queries over {x.shape[0]} x {x.shape[1]} float32 "
         f"(anisotropy {args.anisotropy}); median of 2 x {args.repeats}")

@@ -50,6 +50,21 @@ def test_step_and_encoder_benchmarks_write_records_the_report_pairs(tiny, tmp_pa
   assert f"| {step:.2f}x |" in report
 
 
+@pytest.mark.slow
+def test_search_benchmark_names_the_cpu_and_finds_what_numpy_and_faiss_find():
+  out = _run("search.py", "--num_queries=16", "--num_docs=3000", "--dim=32", "--k=10",
+             "--repeats=1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  first = out.stdout.splitlines()[0]
+  assert " cores, " in first                     # the CPU model, cores and its flags
+  lines = out.stdout.splitlines()
+  for label in ("ours, defaults", "ours, precision='float32'",
+                "ours, precision='bf16_certified'", "faiss"):
+    row = next(l for l in lines if l.startswith(label))
+    assert row.split()[-3] == "1.0000", row   # recall@k against numpy's exact top-k
+  assert "recall@10 ours (defaults) vs faiss: 1.0000" in out.stdout
+
+
 def test_report_takes_medians_and_leaves_unpaired_problems_without_a_ratio(tmp_path):
   def record(engine, per_s, model="random:e5-small", bench="encode"):
     return {"benchmark": bench, "engine": engine, "name": engine, "device": "GPU X",
