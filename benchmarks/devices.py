@@ -126,6 +126,10 @@ def torch_device():
   if jax.devices()[0].platform == "gpu":
     if not torch.cuda.is_available():
       raise SystemExit("JAX sees a GPU but PyTorch has no CUDA: install a CUDA build of torch")
+    # JAX's float32 dots on NVIDIA GPUs use TF32 by default; PyTorch's do not unless
+    # asked. Like with like: both TF32.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
     return torch.device("cuda")
   torch.set_num_threads(os.cpu_count())
   return torch.device("cpu")

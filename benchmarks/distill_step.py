@@ -39,6 +39,7 @@ from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
 
 import devices  # benchmarks/devices.py, beside this script
+import profile_summary  # benchmarks/profile_summary.py
 import timing   # benchmarks/timing.py
 
 # --preset: the model, batch shape and dtype of the GPU goals.
@@ -140,6 +141,9 @@ def main():
                            "all but the word embeddings; compare ratios only at the default)")
   parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
   parser.add_argument("--json", default=None, help="append the results to this JSONL file")
+  parser.add_argument("--profile", default=None,
+                      help="trace 3 of our steps into this directory and print where the "
+                           "device time goes (benchmarks/profile_summary.py)")
   args = parser.parse_args()
   preset = PRESETS[args.preset or "demo"]
   for key, value in preset.items():
@@ -186,6 +190,11 @@ def main():
 
     ours()
     rows.append(("optical_jax (jit)", "jax", timing.median_seconds(ours, args.repeats)))
+    if args.profile:
+      with jax.profiler.trace(args.profile):
+        for _ in range(3):
+          ours()
+      print(profile_summary.summarize(args.profile, steps=3))
     blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}
   if args.engine in ("both", "torch"):
     torch_step, name = torch_step_fn(directory, ids_s, mask, ids_t, mask, cfg, args.dtype)
@@ -211,6 +220,7 @@ def main():
         f.write(json.dumps({"benchmark": "distill_step", "engine": engine, "name": name,
                             "device": devices.device(), "model": args.model,
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
+                            "attention": args.attention,
                             "seconds": s, "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 

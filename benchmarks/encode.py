@@ -121,6 +121,7 @@ def main():
         f.write(json.dumps({"benchmark": "encode", "engine": engine, "name": name,
                             "device": devices.device(), "model": args.model,
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
+                            "attention": args.attention,
                             "seconds": s, "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 

@@ -17,7 +17,8 @@ def rows(records):
   """[(problem, {engine: (per_s, mfu)})] in the order problems first appear."""
   by = collections.OrderedDict()
   for r in records:
-    key = (r["benchmark"], r["model"], r["dtype"], r["batch"], r["length"])
+    key = (r["benchmark"], r["model"], r["dtype"], r["batch"], r["length"],
+           r.get("attention", "auto"))
     by.setdefault(key, collections.defaultdict(list))[r["engine"]].append(r)
   out = []
   for key, engines in by.items():
@@ -31,9 +32,11 @@ def table(records) -> str:
   device = records[0]["device"] if records else "?"
   lines = [f"device: {device}", "",
            "| work | optical_jax | peer | ratio | MFU ours / peer |", "|---|---|---|---|---|"]
-  for (bench, model, dtype, batch, length), engines in rows(records):
+  for (bench, model, dtype, batch, length, attention), engines in rows(records):
     unit = "pairs/s" if bench == "distill_step" else "texts/s"
     work = f"{bench}, {model}, {batch} x {length}, {dtype}"
+    if attention != "auto":
+      work += f", attention {attention}"
     ours, peer = engines.get("jax"), engines.get("torch")
     cell = lambda e: f"{e[0]:,.1f} {unit}" if e else "-"
     ratio = f"{ours[0] / peer[0]:.2f}x" if ours and peer else "-"
