@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optical_jax import config as config_lib
+from optical_jax.core import xla_flags
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
 from optical_jax.training import state as state_lib
@@ -121,6 +122,7 @@ def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg, dtype):
 
 
 def main():
+  xla_flags.apply()   # ours as users run it (before JAX starts a backend)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
                       help="model, batch, length and dtype at once (flags given win)")
@@ -141,6 +143,9 @@ def main():
                            "all but the word embeddings; compare ratios only at the default)")
   parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
   parser.add_argument("--json", default=None, help="append the results to this JSONL file")
+  parser.add_argument("--variant", default="",
+                      help="a name for a non-default setting (e.g. XLA flags) this run "
+                           "measures; the report gives it its own row")
   parser.add_argument("--profile", default=None,
                       help="trace 3 of our steps into this directory and print where the "
                            "device time goes (benchmarks/profile_summary.py)")
@@ -220,7 +225,7 @@ def main():
         f.write(json.dumps({"benchmark": "distill_step", "engine": engine, "name": name,
                             "device": devices.device(), "model": args.model,
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
-                            "attention": args.attention,
+                            "attention": args.attention, "variant": args.variant,
                             "seconds": s, "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 

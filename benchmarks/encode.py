@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optical_jax.core import xla_flags
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
 
@@ -70,6 +71,7 @@ def run_torch(directory, ids, mask, args):
 
 
 def main():
+  xla_flags.apply()   # ours as users run it (before JAX starts a backend)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="embedded",
                       help="HF directory, 'embedded', or random:e5-small / random:e5-base")
@@ -84,6 +86,9 @@ def main():
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense peak for MFU (default: datasheet, else measured)")
   parser.add_argument("--json", default=None, help="append the results to this JSONL file")
+  parser.add_argument("--variant", default="",
+                      help="a name for a non-default setting (e.g. XLA flags) this run "
+                           "measures; the report gives it its own row")
   args = parser.parse_args()
 
   directory = devices.resolve_model(args.model, args.cache)
@@ -121,7 +126,7 @@ def main():
         f.write(json.dumps({"benchmark": "encode", "engine": engine, "name": name,
                             "device": devices.device(), "model": args.model,
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
-                            "attention": args.attention,
+                            "attention": args.attention, "variant": args.variant,
                             "seconds": s, "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 

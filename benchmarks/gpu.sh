@@ -87,5 +87,12 @@ for preset in small-bf16 base-bf16; do
   "$py" benchmarks/distill_step.py --preset="$preset" --engine=jax --attention=xla \
     --repeats="$repeats" "${size[@]}" --json="$results"
 done
+# What the default XLA flags (optical_jax/core/xla_flags.py) buy: XLA's Triton GEMMs back on.
+for model in random:e5-base random:e5-small; do
+  echo "== $(date +%T) encode $model bfloat16 jax, Triton GEMMs on"
+  XLA_FLAGS="--xla_gpu_enable_triton_gemm=true" "$py" benchmarks/encode.py --model="$model" \
+    --dtype=bfloat16 --batch=512 --length=128 --engine=jax --repeats="$repeats" "${size[@]}" \
+    --variant="Triton GEMMs on" --json="$results"
+done
 report
 cat "$out/report.md"

@@ -18,7 +18,7 @@ def rows(records):
   by = collections.OrderedDict()
   for r in records:
     key = (r["benchmark"], r["model"], r["dtype"], r["batch"], r["length"],
-           r.get("attention", "auto"))
+           r.get("attention", "auto"), r.get("variant", ""))
     by.setdefault(key, collections.defaultdict(list))[r["engine"]].append(r)
   out = []
   for key, engines in by.items():
@@ -32,11 +32,13 @@ def table(records) -> str:
   device = records[0]["device"] if records else "?"
   lines = [f"device: {device}", "",
            "| work | optical_jax | peer | ratio | MFU ours / peer |", "|---|---|---|---|---|"]
-  for (bench, model, dtype, batch, length, attention), engines in rows(records):
+  for (bench, model, dtype, batch, length, attention, variant), engines in rows(records):
     unit = "pairs/s" if bench == "distill_step" else "texts/s"
     work = f"{bench}, {model}, {batch} x {length}, {dtype}"
     if attention != "auto":
       work += f", attention {attention}"
+    if variant:
+      work += f", {variant}"
     ours, peer = engines.get("jax"), engines.get("torch")
     cell = lambda e: f"{e[0]:,.1f} {unit}" if e else "-"
     ratio = f"{ours[0] / peer[0]:.2f}x" if ours and peer else "-"

@@ -29,6 +29,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from optical_jax import config as config_lib
+from optical_jax.core import xla_flags
 from optical_jax.data import bitext
 from optical_jax.data.tfds_builders import network
 from optical_jax.jobs import modes
@@ -116,6 +117,7 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  xla_flags.apply()   # before anything starts a JAX backend
   # Our progress at INFO; libraries (Orbax logs every save step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("optical_jax").setLevel(std_logging.INFO)

@@ -326,9 +326,16 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
   if by_lengths:
     # A row with no real token (batch padding) keeps one, so nothing is 0/0.
     lengths = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(jnp.int32)
-    return jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths,
-                                        key_value_seq_lengths=lengths,
-                                        implementation=implementation)
+    length = q.shape[1]
+    if length % 2:
+      # cuDNN's backward refuses odd sequence lengths ("Unsupported sequence
+      # length", seen on an H100 with jax 0.11.2): one more padding position,
+      # beyond every row's length, changes nothing and is sliced off.
+      q, k, v = (jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0))) for x in (q, k, v))
+    out = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths,
+                                       key_value_seq_lengths=lengths,
+                                       implementation=implementation)
+    return out[:, :length]
   # Keys at padding never receive attention. A row with no real token at all
   # (batch padding) attends uniformly instead of producing NaN.
   return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool),

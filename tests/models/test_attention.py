@@ -46,6 +46,20 @@ def test_lengths_equal_the_key_mask_on_real_rows():
                              atol=1e-6)
 
 
+def test_an_odd_length_is_padded_to_an_even_one_and_sliced_back():
+  # cuDNN's backward takes even sequence lengths only; the lengths path pads by
+  # one position (beyond every row's length) and returns the original shape.
+  q, k, v = _qkv(5, length=11)
+  lengths = np.array([11, 6, 1])
+  mask = jnp.asarray((np.arange(11)[None] < lengths[:, None]).astype(np.int32))
+  by_lengths = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=True)
+  by_mask = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=False)
+  assert by_lengths.shape == q.shape
+  real = np.asarray(mask, bool)
+  np.testing.assert_allclose(np.asarray(by_lengths)[real], np.asarray(by_mask)[real],
+                             atol=1e-5)
+
+
 def test_a_row_of_padding_stays_finite_either_way():
   q, k, v = _qkv(1)
   mask = jnp.asarray(np.stack([np.ones(12), np.zeros(12), np.r_[np.ones(3), np.zeros(9)]])
@@ -58,9 +72,9 @@ def test_a_row_of_padding_stays_finite_either_way():
 @pytest.mark.skipif(encoder_lib.cudnn_attention_applies("bfloat16", 64) is not None,
                     reason="cuDNN's fused attention needs an NVIDIA GPU (none here)")
 def test_cudnn_agrees_with_xla(tmp_path, multilingual_texts):
-  q, k, v = _qkv(2, b=4, length=64, heads=6, dim=64, dtype=jnp.bfloat16)
-  lengths = np.array([64, 40, 9, 1])
-  mask = jnp.asarray((np.arange(64)[None] < lengths[:, None]).astype(np.int32))
+  q, k, v = _qkv(2, b=4, length=63, heads=6, dim=64, dtype=jnp.bfloat16)
+  lengths = np.array([63, 40, 9, 1])
+  mask = jnp.asarray((np.arange(63)[None] < lengths[:, None]).astype(np.int32))
   xla = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=False)
   cudnn = encoder_lib.attend(q, k, v, mask, implementation="cudnn", by_lengths=True)
   real = np.asarray(mask, bool)
