@@ -47,7 +47,8 @@ fi
 
 if [[ "${TESTS:-0}" == "1" ]]; then
   JAX_PLATFORMS="" XLA_FLAGS="" "$py" -m pytest -q -p no:cacheprovider \
-    tests/models/test_attention.py tests/training/test_step_lowering.py 2>&1 | tail -5
+    tests/models/test_attention.py tests/training/test_step_lowering.py 2>&1 | tail -25 \
+    || echo "== GPU tests failed (above); the benchmarks run anyway"
 fi
 
 report() { "$py" benchmarks/report.py "$results" > "$out/report.md"; }

@@ -31,9 +31,12 @@ def tiny(tmp_path_factory):
 def test_step_and_encoder_benchmarks_write_records_the_report_pairs(tiny, tmp_path):
   records = tmp_path / "results.jsonl"
   for engine in ("jax", "torch"):   # one engine per process, as benchmarks/gpu.sh runs them
+    profile = [f"--profile={tmp_path / 'trace'}"] if engine == "jax" else []
     out = _run("distill_step.py", f"--model={tiny}", "--batch=4", "--length=16", "--repeats=1",
-               f"--engine={engine}", f"--json={records}", "--peak_tflops=1")
+               f"--engine={engine}", f"--json={records}", "--peak_tflops=1", *profile)
     assert out.returncode == 0, out.stderr[-3000:]
+    if profile:   # where the traced steps spent their time, a table of XLA's ops
+      assert "ms/step" in out.stdout and list((tmp_path / "trace").rglob("*.xplane.pb"))
   out = _run("encode.py", f"--model={tiny}", "--batch=4", "--length=16", "--repeats=1",
              f"--json={records}", "--peak_tflops=1")
   assert out.returncode == 0, out.stderr[-3000:]
@@ -44,6 +47,7 @@ def test_step_and_encoder_benchmarks_write_records_the_report_pairs(tiny, tmp_pa
   for r in rows:
     assert r["per_s"] == pytest.approx(r["batch"] / r["seconds"])
     assert 0 < r["mfu"] and r["peak_source"] == "given"
+    assert r["attention"] == "auto" and r["variant"] == ""
   report = subprocess.run([sys.executable, str(BENCH / "report.py"), str(records)],
                           capture_output=True, text=True, check=True).stdout
   step = rows[0]["per_s"] / rows[1]["per_s"]
@@ -71,7 +75,8 @@ def test_report_takes_medians_and_leaves_unpaired_problems_without_a_ratio(tmp_p
             "model": model, "dtype": "bfloat16", "batch": 512, "length": 128,
             "seconds": 512 / per_s, "per_s": per_s, "mfu": per_s / 1e5, "peak_source": "x"}
   lines = [record("jax", 300), record("jax", 100), record("jax", 200), record("torch", 100),
-           record("jax", 50, model="random:e5-base")]
+           record("jax", 50, model="random:e5-base"),
+           dict(record("jax", 120), variant="Triton GEMMs on")]
   path = tmp_path / "r.jsonl"
   path.write_text("".join(json.dumps(l) + "\n" for l in lines))
   out = subprocess.run([sys.executable, str(BENCH / "report.py"), str(path)],
@@ -79,6 +84,8 @@ def test_report_takes_medians_and_leaves_unpaired_problems_without_a_ratio(tmp_p
   assert "| encode, random:e5-small, 512 x 128, bfloat16 | 200.0 texts/s | 100.0 texts/s" in out
   assert "| 2.00x |" in out                      # the median of 300, 100, 200 over 100
   assert "| encode, random:e5-base, 512 x 128, bfloat16 | 50.0 texts/s | - | - |" in out
+  # A variant (non-default flags) is its own row, not a fourth sample of the default.
+  assert "| encode, random:e5-small, 512 x 128, bfloat16, Triton GEMMs on | 120.0 texts/s" in out
 
 
 def test_gpu_script_passes_shellcheck():
