@@ -216,9 +216,8 @@ def markdown(summary: Summary) -> str:
            f"per-query values averaged over seeds; {summary.n_queries} queries; no "
            "multiple-comparison correction." if summary.n_queries else
            "No significance tests: no per-query retrieval runs to pair (see the notes).")
-  compared = s.runs_to_compare or "each cell's method"
-  lines.append(f"\nmean ± sample std over seeds (0 for one seed) of the {compared} "
-               f"results. {tests}")
+  compared = f"the {s.runs_to_compare} results" if s.runs_to_compare else "each cell's results"
+  lines.append(f"\nmean ± sample std over seeds (0 for one seed) of {compared}. {tests}")
   for other, by_cell in summary.against.items():
     lines += [f"\nAgainst {other} (difference of means; {significance_lib.SIGNIFICANT_MARK} as "
               "above):\n", "| cell | " + " | ".join(s.metrics) + " |",
