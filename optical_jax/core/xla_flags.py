@@ -19,11 +19,10 @@ import os
 DEFAULTS = {"xla_gpu_enable_triton_gemm": "false"}
 
 
-def with_defaults(flags: str, defaults: dict[str, str] | None = None) -> str:
-  """`flags` (an XLA_FLAGS string) plus each default whose name it lacks."""
-  defaults = DEFAULTS if defaults is None else defaults
+def with_defaults(flags: str) -> str:
+  """`flags` (an XLA_FLAGS string) plus each of DEFAULTS whose name it lacks."""
   named = {f.lstrip("-").split("=", 1)[0] for f in flags.split()}
-  extra = [f"--{name}={value}" for name, value in defaults.items() if name not in named]
+  extra = [f"--{name}={value}" for name, value in DEFAULTS.items() if name not in named]
   return " ".join([flags.strip(), *extra]).strip()
 
 

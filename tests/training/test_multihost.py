@@ -17,7 +17,7 @@ import pytest
 from optical_jax.training import checkpoint
 
 from tests import tiny_checkpoints
-from tests.conftest import read_multilingual
+from tests.conftest import write_pairs
 
 # The distill job in a fresh process: argv = teacher, data, workdir, rules, and for a
 # multi-host run the coordinator, the number of processes and this process's index.
@@ -97,12 +97,7 @@ def _params(workdir):
 def problem(tmp_path_factory):
   root = tmp_path_factory.mktemp("multihost")
   teacher = tiny_checkpoints.write_xlmr(root / "teacher")
-  rows = read_multilingual()
-  english = [t for lang, t in rows if lang == "en"]
-  data = root / "pairs.tsv"
-  data.write_text("".join(f"{t}\t{english[i % len(english)]}\n"
-                          for i, (lang, t) in enumerate(rows) if lang != "en"))
-  return root, teacher, data
+  return root, teacher, write_pairs(root / "pairs.tsv")
 
 
 @pytest.mark.slow
