@@ -6,10 +6,8 @@ override of a key that does not exist (`--config.trian.steps=5`) is an error,
 not a silent new field. Every block any job reads is defined here, once, with
 its default and a comment; a job reads its own block and ignores the others.
 `check` turns the blocks the code consumes into typed objects and reports a bad
-value by its config key.
-
-This module sits right above `core/` (it builds core's dataclasses) and
-imports nothing else of the package.
+value by its config key. This module sits right above `core/` (it builds core's
+dataclasses) and imports nothing else of the package.
 """
 from __future__ import annotations
 
@@ -137,6 +135,9 @@ def default() -> ml_collections.ConfigDict:
   c.loss.temperature = 0.05             # InfoNCE: cosine / temperature
   c.loss.layer = -1                     # the layer whose tokens OT aligns (-1 = last)
   c.loss.extra_ot_layers = ()           # more layers OT aligns too (averaged), e.g. (-4,)
+  # Each alignment term also pulls the student's reading of the English side onto the
+  # teacher's: on | off | auto (kd_mse only: the sentence-transformers recipe).
+  c.loss.english_side = "auto"
 
   # Multilingual pretraining terms added to the distillation loss: masked LM
   # on the source side, translation LM on the concatenated pair (core/masking.py).
@@ -372,10 +373,8 @@ def check_keys(c: ml_collections.ConfigDict) -> None:
       for field in c[key].keys():
         if field not in ref[key]:
           raise unknown(f"{key}.", field, ref[key].keys())
-      for field in ref[key].keys():
-        if field not in c[key]:
-          raise ConfigError(f"config.{key}.{field} is missing: start the config from "
-                            "config.default()")
+      for field in (f for f in ref[key].keys() if f not in c[key]):
+        raise ConfigError(f"config.{key}.{field} is missing: start from config.default()")
 
 
 def check(c: ml_collections.ConfigDict) -> None:

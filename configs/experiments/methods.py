@@ -22,8 +22,10 @@ English (the Bible in Basic English against the KJV):
   optical-jax --mode=experiment --config=configs/experiments/methods.py:real --workdir=runs/m_real
   :real_pure     the same without the contrastive term
   :real_4x       4x the demo's steps (640), kd_mse and optical
-  :real_variants OPTICAL's variants: pooled MSE beside OT at three weights, OT on
-                 two layers (the 9th of 12 too), a softer plan (epsilon 0.1)
+  :real_variants OPTICAL's variants: OT on the student's reading of the English
+                 side too (and kd_mse without it), pooled MSE beside OT at three
+                 weights, OT on two layers (the 9th of 12 too), a softer plan
+                 (epsilon 0.1)
 """
 from optical_jax.research import presets
 
@@ -34,11 +36,15 @@ GRID = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"})
 
 
 VARIANTS = [("optical", {"method": "optical"}), ("kd_mse", {"method": "kd_mse"}),
-            ("ot+mse0.25", {"method": "optical+mse", "loss.mse_weight": 0.25}),
-            ("ot+mse1", {"method": "optical+mse", "loss.mse_weight": 1.0}),
-            ("ot+mse4", {"method": "optical+mse", "loss.mse_weight": 4.0}),
+            # The English side (loss.english_side): kd_mse's recipe has the student
+            # read the English too; does that, not pooled MSE, make its lead?
+            ("optical+en", {"method": "optical", "loss.english_side": "on"}),
+            ("kd_mse-src", {"method": "kd_mse", "loss.english_side": "off"}),
+            ("ot_eps0.1", {"method": "optical", "ot.epsilon": 0.1}),
             ("ot_layers9+12", {"method": "optical", "loss.extra_ot_layers": (-4,)}),
-            ("ot_eps0.1", {"method": "optical", "ot.epsilon": 0.1})]
+            ("ot+mse1", {"method": "optical+mse", "loss.mse_weight": 1.0}),
+            ("ot+mse0.25", {"method": "optical+mse", "loss.mse_weight": 0.25}),
+            ("ot+mse4", {"method": "optical+mse", "loss.mse_weight": 4.0})]
 
 
 def get_config(arg: str | None = None):

@@ -11,8 +11,8 @@ side the student must match: documents are "passage: "-encoded).
   the negatives. It keeps different sentences apart, which pulling alone does
   not: OT or MSE on their own make the student's query vectors crowd together.
 * `mse`: pooled-embedding MSE to the teacher (the sentence-transformers
-  multilingual-distillation recipe); with `mse_both_sides` the student also
-  encodes the English side and matches the teacher there.
+  multilingual-distillation recipe, which also has the student encode the
+  English side and match the teacher there: `both_sides`).
 * `token_mse`: token-level MSE to the teacher under a hard alignment: each
   student token is paired with the teacher token it is most similar to
   (`token_alignment`), the classic alternative to a soft transport plan; on
@@ -73,6 +73,10 @@ class LossConfig:
       the top; pooled vectors always come from the last layer).
     extra_ot_layers: more layers whose tokens OT aligns too; the OT term is the
       mean over `layer` and these.
+    english_side: 'on': the student also reads the English side, and every
+      alignment term (OT, MSE, token MSE) adds the same term between that
+      reading and the teacher's; 'off': the source side only; 'auto': on for
+      kd_mse (the sentence-transformers recipe), off for the others.
     ot: the OT options.
   """
   method: str
@@ -84,6 +88,7 @@ class LossConfig:
   temperature: float
   layer: int
   extra_ot_layers: tuple[int, ...]
+  english_side: str
   ot: ot.OTConfig
 
   def __post_init__(self):
@@ -96,12 +101,15 @@ class LossConfig:
       raise ValueError(f"temperature must be > 0, got {self.temperature}")
     if self.token_alignment not in ("mutual", "argmax"):
       raise ValueError(f"token_alignment={self.token_alignment!r}: expected 'mutual' or 'argmax'")
+    if self.english_side not in ("auto", "on", "off"):
+      raise ValueError(f"english_side={self.english_side!r}: expected 'auto', 'on' or 'off'")
 
   @property
-  def mse_both_sides(self) -> bool:
-    """kd_mse: the pooled MSE also pulls the student's encoding of the English
-    side onto the teacher's (the batch then has 'stu_tgt_*' arrays)."""
-    return self.method == "kd_mse"
+  def both_sides(self) -> bool:
+    """Whether the alignment terms also pull the student's encoding of the
+    English side onto the teacher's (the batch then has 'stu_tgt_*' arrays)."""
+    return self.english_side == "on" or (self.english_side == "auto"
+                                         and self.method == "kd_mse")
 
 
 def for_method(method: str, cfg: LossConfig) -> LossConfig:
@@ -256,7 +264,7 @@ def ot_per_pair(cfg: ot.OTConfig, student_tokens, student_mask, teacher_tokens, 
 def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: jax.Array,
                       teacher_tokens: jax.Array, teacher_vecs: jax.Array,
                       batch: dict[str, jax.Array], *, axis_name: str | None = None,
-                      ot_fn=None, student_tgt_vecs: jax.Array | None = None
+                      ot_fn=None, student_tgt: tuple | None = None
                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The weighted objective for one batch.
 
@@ -268,14 +276,16 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
     teacher_tokens: [B, Lt, H] teacher tokens at `cfg.layer` (target side).
     teacher_vecs: [B, D] teacher pooled vectors.
     batch: 'src_mask', 'tgt_mask' [B, L] and 'src_special', 'tgt_special'
-      [B, L] (special and prefix tokens).
+      [B, L] (special and prefix tokens); with `cfg.both_sides` also
+      'stu_tgt_mask', 'stu_tgt_special' [B, Lt].
     axis_name: inside `pmap`, the device axis. Every value is then this
       device's share of the global-batch value (local sum / global count), so
       a psum over devices gives exactly the single-device loss and metrics.
     ot_fn: computes `ot_per_pair(cfg.ot, ...)`; `sharding.per_device` wraps it
       so each device solves only its own pairs.
-    student_tgt_vecs: [B, D] the student's pooled vectors of the English side
-      (required with `cfg.mse_both_sides`).
+    student_tgt: (tokens, vectors) of the student's reading of the English
+      side, shaped as `student_tokens` and `student_vecs` (required with
+      `cfg.both_sides`): each alignment term adds its value on that side.
 
   Returns:
     (total loss, metrics: each term and OT diagnostics, float32 scalars).
@@ -284,35 +294,42 @@ def distillation_loss(cfg: LossConfig, student_tokens: jax.Array, student_vecs: 
   n_valid = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(valid), axis_name), 1))
   terms, metrics = {}, {}
   # Several OT layers (`extra_ot_layers`) come as tuples, `cfg.layer`'s first.
-  s_layers = student_tokens if isinstance(student_tokens, tuple) else (student_tokens,)
-  t_layers = teacher_tokens if isinstance(teacher_tokens, tuple) else (teacher_tokens,)
-  student_tokens, teacher_tokens = s_layers[0], t_layers[0]
+  layers = lambda tokens: tokens if isinstance(tokens, tuple) else (tokens,)
+  t_layers = layers(teacher_tokens)
+  # The student's readings the alignment terms pull onto the teacher's English:
+  # (batch key prefix, token layers, pooled vectors); the source side first.
+  sides = [("src", layers(student_tokens), student_vecs)]
+  if cfg.both_sides:
+    if student_tgt is None:
+      raise ValueError("english_side: the student's encoding of the English side is needed")
+    sides.append(("stu_tgt", layers(student_tgt[0]), student_tgt[1]))
   if cfg.ot_weight:
     fn = ot_fn or functools.partial(ot_per_pair, cfg.ot)
     ot_terms, converged_share = [], []
-    for s_tok, t_tok in zip(s_layers, t_layers):
-      per_pair, ot_valid, converged = fn(s_tok, batch["src_mask"], t_tok, batch["tgt_mask"],
-                                         batch["src_special"], batch["tgt_special"])
-      n_ot = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(ot_valid), axis_name), 1))
-      ot_terms.append(jnp.sum(per_pair) / n_ot)
-      converged_share.append(jnp.sum(converged) / n_ot)
-    terms["ot"] = sum(ot_terms) / len(ot_terms)
+    for side, s_layers, _ in sides:
+      per_layer = []
+      for s_tok, t_tok in zip(s_layers, t_layers):
+        per_pair, ot_valid, converged = fn(s_tok, batch[f"{side}_mask"], t_tok,
+                                           batch["tgt_mask"], batch[f"{side}_special"],
+                                           batch["tgt_special"])
+        n_ot = jax.lax.stop_gradient(jnp.maximum(_psum(jnp.sum(ot_valid), axis_name), 1))
+        per_layer.append(jnp.sum(per_pair) / n_ot)
+        converged_share.append(jnp.sum(converged) / n_ot)
+      ot_terms.append(sum(per_layer) / len(per_layer))
+    terms["ot"] = sum(ot_terms)      # mean over the layers, summed over the sides
     metrics["ot_converged"] = sum(converged_share) / len(converged_share)
   if cfg.contrastive_weight:
     terms["contrastive"] = contrastive(student_vecs, teacher_vecs, cfg.temperature, valid,
                                        axis_name=axis_name)
   if cfg.mse_weight:
-    terms["mse"] = pooled_mse(student_vecs, teacher_vecs, valid, axis_name=axis_name)
-    if cfg.mse_both_sides:
-      if student_tgt_vecs is None:
-        raise ValueError("mse_both_sides needs the student's vectors of the English side")
-      terms["mse"] = terms["mse"] + pooled_mse(student_tgt_vecs, teacher_vecs, valid,
-                                               axis_name=axis_name)
+    terms["mse"] = sum(pooled_mse(vecs, teacher_vecs, valid, axis_name=axis_name)
+                       for _, _, vecs in sides)
   if cfg.token_mse_weight:
     ok = lambda side: (batch[f"{side}_mask"] > 0) & ~(batch[f"{side}_special"] > 0)
-    terms["token_mse"], metrics["token_aligned"] = token_mse(
-        student_tokens, ok("src"), teacher_tokens, ok("tgt"), cfg.token_alignment,
-        axis_name=axis_name)
+    per_side = [token_mse(s_layers[0], ok(side), t_layers[0], ok("tgt"), cfg.token_alignment,
+                          axis_name=axis_name) for side, s_layers, _ in sides]
+    terms["token_mse"] = sum(value for value, _ in per_side)
+    metrics["token_aligned"] = sum(share for _, share in per_side) / len(per_side)
   weights = {"ot": cfg.ot_weight, "contrastive": cfg.contrastive_weight, "mse": cfg.mse_weight,
              "token_mse": cfg.token_mse_weight}
   total = sum(weights[k] * v for k, v in terms.items())

@@ -27,6 +27,11 @@ from optical_jax.search import late_interaction
 from optical_jax.search import topk as topk_lib
 
 
+# The per-language columns that are means of language means, not of queries:
+# 'nDCG@10/high', '/low' and their difference '/gap' (see `RetrievalEvaluator`).
+LANGUAGE_AGGREGATES = ("high", "low", "gap")
+
+
 def _spread(vecs: np.ndarray) -> float:
   """The collapse diagnostic: mean cosine between the vectors of different
   queries (the first 1000), NaN for fewer than two."""

@@ -112,7 +112,7 @@ def _distill(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, Any]:
         setup.tokenizer, src, [setup.tgt[i] for i in idx],
         src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
         max_length=tcfg.max_length, batch_size=len(idx),
-        student_reads_tgt=loss_cfg.mse_both_sides)
+        student_reads_tgt=loss_cfg.both_sides)
     if pretrain is not None and pretrain.cfg.tlm_weight:
       batch = tlm.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
                                  max_length=pretrain.cfg.tlm_max_length)

@@ -19,9 +19,11 @@ from typing import Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from optical_jax.data import layouts
 from optical_jax.data import sources
 from optical_jax.data import trec
 from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.evaluation import retrieval_eval
 from optical_jax.evaluation import significance as significance_lib
 from optical_jax.research import cells as cells_lib
 from optical_jax.research import plots
@@ -73,12 +75,32 @@ class Summary:
     return bool(sig and sig.significant)
 
 
+def _testable(metric: str) -> tuple[str, str | None] | None:
+  """(IR metric, language or None) whose per-query values `metric` averages, else None.
+
+  'nDCG@10' -> ('nDCG@10', None); 'nDCG@10/sw' -> ('nDCG@10', 'sw'): the mean over
+  the queries whose id starts with 'sw/'; 'nDCG@10/gap' or 'query_spread_cos' -> None.
+  """
+  base, _, lang = metric.partition("/")
+  if lang in retrieval_eval.LANGUAGE_AGGREGATES:   # nothing per query to pair
+    return None
+  try:
+    metrics_lib.parse_metric(base)
+  except ValueError:
+    return None
+  return base, lang or None
+
+
 def _per_query(qrels: Mapping, paths: Sequence[pathlib.Path],
-               metrics: Sequence[str]) -> dict[str, dict[str, float]]:
-  """metric -> {qid: value averaged over the runs (seeds)}, every judged query."""
-  results = [metrics_lib.evaluate(qrels, trec.read_run(p), metrics) for p in paths]
-  return {m: {q: float(np.mean([r.per_query[m][q] for r in results]))
-              for q in results[0].per_query[m]} for m in metrics}
+               testable: Mapping[str, tuple[str, str | None]]) -> dict[str, dict[str, float]]:
+  """metric -> {qid: value averaged over the runs (seeds)}, every judged query (of the
+  metric's language, for a per-language metric)."""
+  bases = sorted({base for base, _ in testable.values()})
+  results = [metrics_lib.evaluate(qrels, trec.read_run(p), bases) for p in paths]
+  return {m: {q: float(np.mean([r.per_query[base][q] for r in results]))
+              for q in results[0].per_query[base]
+              if lang is None or layouts.language_of(q) == lang}
+          for m, (base, lang) in testable.items()}
 
 
 def numeric_sweeps(s: cells_lib.Settings, configs: Mapping[str, ml_collections.ConfigDict]
@@ -140,12 +162,14 @@ def _significance(s: cells_lib.Settings, wd: pathlib.Path, cells: Mapping[str, C
                   configs: Mapping[str, ml_collections.ConfigDict], qrels: str | Mapping | None,
                   notes: list[str], test_seed: int) -> tuple[dict, int]:
   """(`significance[cell][metric]`, number of queries), from the cells' run files."""
-  testable = []
-  for m in s.metrics:   # ir-measures' metrics; not e.g. distill's query_spread_cos
-    try:
-      metrics_lib.parse_metric(m)
-      testable.append(m)
-    except ValueError:
+  testable = {}
+  for m in s.metrics:   # ir-measures' metrics, overall or per language
+    split = _testable(m)
+    if split:
+      testable[m] = split
+    elif m.partition("/")[2] in retrieval_eval.LANGUAGE_AGGREGATES:
+      notes.append(f"{m}: a mean over languages, no significance test (see each language's)")
+    else:
       notes.append(f"{m}: not an IR metric, no significance test")
   if s.baseline not in cells:
     return {}, 0
@@ -166,13 +190,13 @@ def _significance(s: cells_lib.Settings, wd: pathlib.Path, cells: Mapping[str, C
       return None
     out = _per_query(judged, paths, testable)
     for m in testable:   # the qrels must be the job's, or the tests test something else
-      if abs(np.mean(list(out[m].values())) - cells[name].mean[m]) > 1e-6:
+      if out[m] and abs(np.mean(list(out[m].values())) - cells[name].mean[m]) > 1e-6:
         notes.append(f"{name}: {m} of the run files against the qrels differs from the job's: "
                      "are these the qrels the job evaluated on?")
     return out
 
   base = vectors(s.baseline) if judged and testable else None
-  n_queries = len(next(iter(base.values()))) if base else 0
+  n_queries = max(len(v) for v in base.values()) if base else 0
   significance: dict[str, dict[str, Significance | None]] = {}
   for name in (n for n in cells if n != s.baseline):
     significance[name] = dict.fromkeys(s.metrics)
@@ -184,6 +208,8 @@ def _significance(s: cells_lib.Settings, wd: pathlib.Path, cells: Mapping[str, C
     ours = vectors(name) if base and comparable and n_queries >= 2 else None
     for m in testable if ours else ():
       qids = sorted(base[m])
+      if len(qids) < 2:   # a language with fewer than two judged queries: nothing to test
+        continue
       a, b = np.array([ours[m][q] for q in qids]), np.array([base[m][q] for q in qids])
       p_t = significance_lib.paired_t_test(a, b)
       p_r = significance_lib.randomization_test(a, b, s.n_permutations, test_seed)
@@ -213,8 +239,9 @@ def markdown(summary: Summary) -> str:
                  + " | ".join(entry(name, m) for m in s.metrics) + " |")
   tests = (f"{significance_lib.SIGNIFICANT_MARK} p < {s.alpha} against {s.baseline} under both a "
            f"paired t-test and a paired randomization test ({s.n_permutations} sign flips) on "
-           f"per-query values averaged over seeds; {summary.n_queries} queries; no "
-           "multiple-comparison correction." if summary.n_queries else
+           f"per-query values averaged over seeds; {summary.n_queries} queries (a "
+           "language's column: its own queries); no multiple-comparison correction."
+           if summary.n_queries else
            "No significance tests: no per-query retrieval runs to pair (see the notes).")
   compared = f"the {s.runs_to_compare} results" if s.runs_to_compare else "each cell's results"
   lines.append(f"\nmean ± sample std over seeds (0 for one seed) of {compared}. {tests}")

@@ -55,9 +55,9 @@ def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict
     frozen: the student's non-trainable parameters.
     teacher: the teacher's parameters (never differentiated).
     batch: 'src_ids', 'src_mask', 'src_special' [B, Ls]; 'tgt_ids',
-      'tgt_mask', 'tgt_special' [B, Lt]; with `loss_cfg.mse_both_sides` also
-      'stu_tgt_ids', 'stu_tgt_mask' [B, Lt] (the English side as the student
-      reads it, with the source prefix).
+      'tgt_mask', 'tgt_special' [B, Lt]; with `loss_cfg.both_sides` also
+      'stu_tgt_ids', 'stu_tgt_mask', 'stu_tgt_special' [B, Lt] (the English
+      side as the student reads it, with the source prefix).
     student_parts, teacher_parts: the models' graphs.
     loss_cfg: the objective.
     tx: the optimizer.
@@ -81,11 +81,11 @@ def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict
   def loss_fn(params):
     s_model = student_parts.merge(frozen, params)
     s_tok, s_vec = encode_pair_side(s_model, batch["src_ids"], batch["src_mask"], layer_index)
-    s_tgt_vec = (s_model(batch["stu_tgt_ids"], batch["stu_tgt_mask"])
-                 if loss_cfg.mse_both_sides else None)
+    s_tgt = (encode_pair_side(s_model, batch["stu_tgt_ids"], batch["stu_tgt_mask"],
+                              layer_index) if loss_cfg.both_sides else None)
     total, metrics = losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch,
                                                   axis_name=axis_name, ot_fn=ot_fn,
-                                                  student_tgt_vecs=s_tgt_vec)
+                                                  student_tgt=s_tgt)
     if pretrain is not None:
       extra, more = pretrain.loss(s_model.encoder, params, batch,
                                   jax.random.split(state.rng)[1], axis_name)

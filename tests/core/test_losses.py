@@ -1,4 +1,6 @@
 """The distillation losses and the teacher's triple loss against independent numpy computations."""
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -90,8 +92,8 @@ def test_methods_select_their_terms():
   weights = lambda c: (c.ot_weight, c.contrastive_weight, c.mse_weight, c.token_mse_weight)
   assert weights(got["optical"]) == (0.5, 2.0, 0.0, 0.0)
   assert weights(got["optical+mse"]) == (0.5, 2.0, 3.0, 0.0)
-  assert weights(got["kd_mse"]) == (0.0, 2.0, 3.0, 0.0) and got["kd_mse"].mse_both_sides
-  assert not got["optical+mse"].mse_both_sides
+  assert weights(got["kd_mse"]) == (0.0, 2.0, 3.0, 0.0) and got["kd_mse"].both_sides
+  assert not got["optical+mse"].both_sides
   assert weights(got["kd_token"]) == (0.0, 2.0, 0.0, 4.0)
   with pytest.raises(ValueError, match="loss.mse_weight, which is 0"):
     losses.for_method("kd_mse", defaults.loss_config(mse_weight=0.0))
@@ -110,11 +112,16 @@ def test_kd_mse_pulls_both_sides_and_kd_token_is_its_term():
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   args = [jnp.asarray(x) for x in (s_tok, s_vec, t_tok, t_vec)]
   kd = losses.for_method("kd_mse", defaults.loss_config(contrastive_weight=0.0, mse_weight=1.0))
-  total, m = losses.distillation_loss(kd, *args, batch, student_tgt_vecs=jnp.asarray(st_vec))
+  st_tok = jnp.asarray(rng.normal(size=(b, lt, h)))
+  total, m = losses.distillation_loss(kd, *args, batch, student_tgt=(st_tok, jnp.asarray(st_vec)))
   want = np.mean(np.sum((s_vec - t_vec) ** 2, 1)) + np.mean(np.sum((st_vec - t_vec) ** 2, 1))
   np.testing.assert_allclose(float(total), want, rtol=1e-5)
   with pytest.raises(ValueError, match="English side"):
     losses.distillation_loss(kd, *args, batch)
+  # english_side='off': the recipe without its English side, the source term alone.
+  kd_src = dataclasses.replace(kd, english_side="off")
+  total, _ = losses.distillation_loss(kd_src, *args, batch)
+  np.testing.assert_allclose(float(total), np.mean(np.sum((s_vec - t_vec) ** 2, 1)), rtol=1e-5)
   tok = losses.for_method("kd_token", defaults.loss_config(contrastive_weight=0.0,
                                                        token_mse_weight=1.0))
   total, m = losses.distillation_loss(tok, *args, batch)
@@ -124,6 +131,30 @@ def test_kd_mse_pulls_both_sides_and_kd_token_is_its_term():
           for i in range(b) for a in range(ls) if want_aligned[i, a]]
   np.testing.assert_allclose(float(total), np.mean(errs), rtol=1e-5)
   assert set(m) >= {"loss_token_mse", "token_aligned"}
+
+
+def test_english_side_adds_each_alignment_term_on_the_student_s_english():
+  rng = np.random.default_rng(8)
+  b, ls, lt, h = 3, 5, 6, 8
+  s_tok, t_tok, st_tok = (rng.normal(size=(b, l, h)) for l in (ls, lt, lt))
+  s_vec, t_vec, st_vec = (_unit(rng.normal(size=(b, h))) for _ in range(3))
+  batch = {"src_mask": np.array([[1] * 5, [1] * 2 + [0] * 3, [1] * 4 + [0]]),
+           "tgt_mask": np.array([[1] * 6, [1] * 3 + [0] * 3, [1] * 5 + [0]]),
+           "stu_tgt_mask": np.array([[1] * 6, [1] * 3 + [0] * 3, [1] * 4 + [0] * 2]),
+           "src_special": np.zeros((b, ls), bool), "tgt_special": np.zeros((b, lt), bool),
+           "stu_tgt_special": np.zeros((b, lt), bool)}
+  cfg = losses.for_method("optical", defaults.loss_config(
+      contrastive_weight=0.0, english_side="on", ot=defaults.ot_config(num_iterations=30)))
+  assert cfg.both_sides and not dataclasses.replace(cfg, english_side="auto").both_sides
+  args = [jnp.asarray(x) for x in (s_tok, s_vec, t_tok, t_vec)]
+  total, _ = losses.distillation_loss(cfg, *args, {k: jnp.asarray(v) for k, v in batch.items()},
+                                      student_tgt=(jnp.asarray(st_tok), jnp.asarray(st_vec)))
+  src, _ = ot.ot_alignment_loss(args[0], batch["src_mask"], args[2], batch["tgt_mask"], cfg.ot)
+  eng, _ = ot.ot_alignment_loss(jnp.asarray(st_tok), batch["stu_tgt_mask"], args[2],
+                                batch["tgt_mask"], cfg.ot)
+  np.testing.assert_allclose(float(total), float(src) + float(eng), rtol=1e-5)
+  with pytest.raises(ValueError, match="english_side='both'"):
+    defaults.loss_config(english_side="both")
 
 
 def test_distillation_loss_is_the_weighted_sum():

@@ -69,6 +69,21 @@ def test_each_method_trains_with_its_terms(tmp_path, method):
   assert student != (tmp_path / "wd" / "eval" / "zero_shot.run").read_text()
 
 
+def test_english_side_adds_the_student_s_english_to_the_ot_term(tmp_path):
+  first_ot = {}
+  for side in ("off", "on"):
+    c = _config(tmp_path, "optical")
+    with c.unlocked():
+      c.loss.english_side = side
+      c.train.steps = 1
+    distill.run(c, str(tmp_path / side))
+    step = next(r for r in _train_records(tmp_path / side) if "loss_ot" in r)
+    first_ot[side] = step["loss_ot"]
+  # Same batch, same starting student: 'on' adds the OT of the student's reading of the
+  # English ("query: " prefix) against the teacher's ("passage: "), which is not zero.
+  assert first_ot["on"] > first_ot["off"] > 0
+
+
 def test_zero_shot_trains_nothing_and_reports_the_teacher(tmp_path):
   c = _config(tmp_path, "zero_shot")
   results = distill.run(c, str(tmp_path / "wd"))

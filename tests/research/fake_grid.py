@@ -27,6 +27,31 @@ def fake_job(config, workdir):
   return results
 
 
+LANG_QRELS = {f"{lang}/q{i}": {f"d{i}": 1} for lang in "ab" for i in range(N_QUERIES // 2)}
+
+
+def fake_job_languages(config, workdir):
+  """fake_job on the queries of two languages, 'a/q0' ... and 'b/q0' ...: `loss.ot_weight`
+  boosts language a's relevant documents; b's always get 0.3. Reports each metric overall,
+  per language ('MRR@10/a') and as the a - b gap ('MRR@10/gap')."""
+  rng = np.random.default_rng(config.seed)
+  n = N_QUERIES // 2
+  noise = rng.random((2, n, n))
+  boost = {"a": config.loss.ot_weight, "b": 0.3}
+  run = {f"{lang}/q{i}": {f"d{j}": float(noise[k, i, j] + (boost[lang] if i == j else 0.0))
+                          for j in range(n)}
+         for k, lang in enumerate("ab") for i in range(n)}
+  trec.write_run(f"{workdir}/eval/optical.run", run, tag="optical")
+  result = metrics_lib.evaluate(LANG_QRELS, run, METRICS)
+  metrics = dict(result.aggregate)
+  for m in METRICS:
+    for lang in "ab":
+      metrics[f"{m}/{lang}"] = float(np.mean(
+          [v for q, v in result.per_query[m].items() if q.startswith(f"{lang}/")]))
+    metrics[f"{m}/gap"] = metrics[f"{m}/a"] - metrics[f"{m}/b"]
+  return {"steps": 0, "optical": metrics}
+
+
 class Counting:
   """fake_job counting its calls, raising on one (cell weight, seed) if asked."""
 

@@ -12,9 +12,11 @@ from optical_jax.evaluation import metrics as metrics_lib
 from optical_jax.evaluation import significance
 from optical_jax.research import cells
 from optical_jax.research import grid as grid_lib
+from optical_jax.research import plots
 from optical_jax.research import report
 
-from tests.research.fake_grid import GRID, METRICS, N_QUERIES, PNG, QRELS, fake_job, make_config
+from tests.research.fake_grid import (GRID, LANG_QRELS, METRICS, N_QUERIES, PNG, QRELS, fake_job,
+                                      fake_job_languages, make_config)
 
 
 def test_reports(tmp_path, qrels_path):
@@ -62,6 +64,7 @@ def test_reports(tmp_path, qrels_path):
   for m in ("MRR_10", "nDCG_10", "query_spread_cos"):
     assert (tmp_path / "plots" / f"bar_{m}.png").read_bytes().startswith(PNG)
   assert not list((tmp_path / "plots").glob("sweep_*"))   # no key takes 3 values
+  assert not list((tmp_path / "plots").glob("languages_*"))   # no per-language columns
 
   # An IR metric the job does not compute is a config error before anything runs;
   # another name the job did not report is caught when the results are read.
@@ -89,3 +92,38 @@ def test_also_against_tests_every_cell_against_a_second_baseline(tmp_path, qrels
   assert "same" in json.loads((tmp_path / "results.json").read_text())["against"]
   with pytest.raises(config_lib.ConfigError, match="also_against"):
     cells.settings(make_config(GRID, also_against=("nope",)))
+
+
+def test_a_language_column_is_tested_on_that_language_s_queries(tmp_path):
+  metrics = ("MRR@10", "MRR@10/a", "MRR@10/b", "MRR@10/gap")
+  config = make_config(GRID, seeds=(0, 1), metrics=metrics)
+  summary = grid_lib.run_grid(config, tmp_path, job=fake_job_languages, qrels=LANG_QRELS)
+
+  def per_query(cell, lang):   # language `lang`'s reciprocal ranks, averaged over the seeds
+    runs = [trec.read_run(tmp_path / "cells" / cell / f"seed{s}" / "eval/optical.run")
+            for s in (0, 1)]
+    values = [metrics_lib.evaluate(LANG_QRELS, r, ("MRR@10",)).per_query["MRR@10"] for r in runs]
+    qids = sorted(q for q in LANG_QRELS if q.startswith(f"{lang}/"))
+    return np.array([np.mean([v[q] for v in values]) for q in qids])
+
+  better, base = per_query("better", "a"), per_query("base", "a")
+  sig = summary.significance["better"]
+  assert sig["MRR@10/a"].p_ttest == pytest.approx(significance.paired_t_test(better, base))
+  assert sig["MRR@10/a"].significant and sig["MRR@10/a"].delta > 0
+  # Language b is untouched by the boost: the same ranks, p = 1, whatever a did.
+  assert sig["MRR@10/b"].delta == 0.0 and sig["MRR@10/b"].p_randomization == 1.0
+  assert sig["MRR@10/gap"] is None and summary.n_queries == N_QUERIES
+  assert "MRR@10/gap: a mean over languages, no significance test" in " ".join(summary.notes)
+  assert not any("are these the qrels" in n for n in summary.notes)
+  table = (tmp_path / "results.md").read_text()
+  row = next(line for line in table.splitlines() if line.startswith("| better |"))
+  cols = [c.strip() for c in row.split("|")[3:-1]]
+  assert cols[1].endswith(significance.SIGNIFICANT_MARK)
+  assert not cols[2].endswith(significance.SIGNIFICANT_MARK)
+  assert not cols[3].endswith(significance.SIGNIFICANT_MARK)
+  # The per-language figure: each cell's difference to the baseline in a and b.
+  assert (tmp_path / "plots" / "languages_MRR_10.png").read_bytes().startswith(PNG)
+  drawn = plots.plot_languages(summary, tmp_path / "plots")
+  assert list(drawn) == ["MRR@10"] and set(drawn["MRR@10"]) == {"same", "better"}
+  assert drawn["MRR@10"]["better"] == pytest.approx(
+      [better.mean() - base.mean(), 0.0], abs=1e-12)
