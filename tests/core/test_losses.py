@@ -153,6 +153,17 @@ def test_english_side_adds_each_alignment_term_on_the_student_s_english():
   eng, _ = ot.ot_alignment_loss(jnp.asarray(st_tok), batch["stu_tgt_mask"], args[2],
                                 batch["tgt_mask"], cfg.ot)
   np.testing.assert_allclose(float(total), float(src) + float(eng), rtol=1e-5)
+  # Token MSE likewise: its value on the source side plus its value on the English side.
+  tok = losses.for_method("kd_token", defaults.loss_config(
+      contrastive_weight=0.0, token_mse_weight=1.0, english_side="on"))
+  total, m = losses.distillation_loss(tok, *args, {k: jnp.asarray(v) for k, v in batch.items()},
+                                      student_tgt=(jnp.asarray(st_tok), jnp.asarray(st_vec)))
+  ok = lambda side: jnp.asarray(batch[f"{side}_mask"] > 0)
+  per_side = [losses.token_mse(jnp.asarray(x), ok(side), args[2], ok("tgt"), "mutual")
+              for x, side in ((s_tok, "src"), (st_tok, "stu_tgt"))]
+  np.testing.assert_allclose(float(total), sum(float(v) for v, _ in per_side), rtol=1e-5)
+  np.testing.assert_allclose(float(m["token_aligned"]),
+                             np.mean([float(a) for _, a in per_side]), rtol=1e-6)
   with pytest.raises(ValueError, match="english_side='both'"):
     defaults.loss_config(english_side="both")
 
