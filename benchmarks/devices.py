@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optical_jax.models import activations
+
 # The shapes of the two e5 models users distil (their HF config.json fields).
 RANDOM_MODELS = {
     "e5-small": dict(model_type="bert", vocab_size=250_037, hidden_size=384,
@@ -118,6 +120,12 @@ def resolve_model(spec: str | None, cache: str) -> str:
     model.save_pretrained(tmp)
     tmp.rename(out)
   return str(out)
+
+
+def use_jax_nn_gelu() -> None:
+  """Builds models from here on with GELU as `jax.nn.gelu(approximate=False)`
+  computes it (through erfc), not `models/activations.py`'s: an ablation row."""
+  activations.ACTIVATIONS["gelu"] = lambda x: jax.nn.gelu(x, approximate=False)
 
 
 def torch_device():

@@ -141,6 +141,11 @@ def main():
   parser.add_argument("--trainable", default="no_word_embeddings",
                       help="train.trainable for our step (the PyTorch step always trains "
                            "all but the word embeddings; compare ratios only at the default)")
+  parser.add_argument("--jax_nn_gelu", action="store_true",
+                      help="our GELU as jax.nn.gelu(approximate=False) computes it (through "
+                           "erfc), not models/activations.py's: what that change bought")
+  parser.add_argument("--dump_hlo", default=None,
+                      help="write our compiled step's optimised HLO to this file")
   parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
   parser.add_argument("--json", default=None, help="append the results to this JSONL file")
   parser.add_argument("--variant", default="",
@@ -150,6 +155,8 @@ def main():
                       help="trace 3 of our steps into this directory and print where the "
                            "device time goes (benchmarks/profile_summary.py)")
   args = parser.parse_args()
+  if args.jax_nn_gelu:
+    devices.use_jax_nn_gelu()
   preset = PRESETS[args.preset or "demo"]
   for key, value in preset.items():
     if getattr(args, key) is None:
@@ -187,6 +194,9 @@ def main():
     state, m = step(state, frozen, params, batch)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - start
+    if args.dump_hlo:
+      with open(args.dump_hlo, "w", encoding="utf-8") as f:
+        f.write(step.lower(state, frozen, params, batch).compile().as_text())
 
     def ours():
       nonlocal state

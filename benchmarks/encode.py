@@ -19,6 +19,7 @@ import argparse
 import json
 import time
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,12 +41,18 @@ def encoder_flops(cfg, batch: int, length: int) -> float:
 
 def run_jax(directory, ids, mask, args):
   model = weights.load_pretrained(directory, dtype=args.dtype, attention=args.attention)
-  encode = jax.jit(lambda m, i, k: m.token_embeddings(i, k))
+  # Split once, as search/encode.py does: a module passed to a jitted function
+  # is walked on every call.
+  graphdef, state = nnx.split(model)
+  encode = jax.jit(lambda s, i, k: nnx.merge(graphdef, s).token_embeddings(i, k))
   ids_j, mask_j = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
   start = time.perf_counter()
-  out = encode(model, ids_j, mask_j).block_until_ready()
+  out = encode(state, ids_j, mask_j).block_until_ready()
   compile_s = time.perf_counter() - start
-  seconds = timing.median_seconds(lambda: encode(model, ids_j, mask_j).block_until_ready(),
+  if args.dump_hlo:
+    with open(args.dump_hlo, "w", encoding="utf-8") as f:
+      f.write(encode.lower(state, ids_j, mask_j).compile().as_text())
+  seconds = timing.median_seconds(lambda: encode(state, ids_j, mask_j).block_until_ready(),
                                   args.repeats)
   return seconds, compile_s, np.asarray(out, np.float32)
 
@@ -82,6 +89,11 @@ def main():
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"])
+  parser.add_argument("--jax_nn_gelu", action="store_true",
+                      help="our GELU as jax.nn.gelu(approximate=False) computes it (through "
+                           "erfc), not models/activations.py's: what that change bought")
+  parser.add_argument("--dump_hlo", default=None,
+                      help="write our compiled program's optimised HLO to this file")
   parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense peak for MFU (default: datasheet, else measured)")
@@ -90,6 +102,8 @@ def main():
                       help="a name for a non-default setting (e.g. XLA flags) this run "
                            "measures; the report gives it its own row")
   args = parser.parse_args()
+  if args.jax_nn_gelu:
+    devices.use_jax_nn_gelu()
 
   directory = devices.resolve_model(args.model, args.cache)
   with open(f"{directory}/config.json", encoding="utf-8") as f:

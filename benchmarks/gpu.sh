@@ -9,7 +9,11 @@
 #              folder on PYTHONPATH (machines with no network: ott-jax, ml-collections,
 #              jaxopt, ir-measures, tensorboardX as cp312 wheels).
 # PROFILE=1    also traces our bf16 steps and prints where the device time goes
-#              (benchmarks/profile_summary.py), with the rest of the output.
+#              (benchmarks/profile_summary.py), with the rest of the output, and
+#              writes our compiled programs' optimised HLO under OUT_DIR/hlo/.
+# F32=0        skips the float32 rows (a shorter run of the bf16 goals).
+# ABLATIONS=1  also measures the earlier changes one by one (XLA's attention instead
+#              of cuDNN's; XLA's Triton GEMMs back on).
 # TESTS=1      first runs the tests that only mean something on a GPU (cuDNN attention
 #              against XLA's; no bf16 scatter in the lowered step).
 # PYTHON=...  the interpreter (default python3).
@@ -52,13 +56,14 @@ if [[ "${TESTS:-0}" == "1" ]]; then
 fi
 
 report() { "$py" benchmarks/report.py "$results" > "$out/report.md"; }
+mkdir -p "$out/hlo"
 
 step() {   # step PRESET [extra flags...]
   local preset="$1"; shift
   for engine in jax torch; do
     local extra=()
     if [[ "$engine" == "jax" && "${PROFILE:-0}" == "1" && "$preset" == *bf16* ]]; then
-      extra=(--profile="$(mktemp -d)")
+      extra=(--profile="$(mktemp -d)" --dump_hlo="$out/hlo/step-$preset.txt")
     fi
     echo "== $(date +%T) step $preset $engine $*"
     "$py" benchmarks/distill_step.py --preset="$preset" --engine="$engine" \
@@ -69,31 +74,47 @@ step() {   # step PRESET [extra flags...]
 
 encode() {   # encode MODEL DTYPE BATCH
   for engine in jax torch; do
+    local extra=()
+    if [[ "$engine" == "jax" && "${PROFILE:-0}" == "1" ]]; then
+      extra=(--dump_hlo="$out/hlo/encode-${1#random:}-$2.txt")
+    fi
     echo "== $(date +%T) encode $1 $2 $3 $engine"
     "$py" benchmarks/encode.py --model="$1" --dtype="$2" --batch="$3" --length=128 \
-      --engine="$engine" --repeats="$repeats" "${size[@]}" --json="$results"
+      --engine="$engine" --repeats="$repeats" "${size[@]}" --json="$results" "${extra[@]}"
   done
   report
 }
 
-step small-bf16
+ours() {   # ours BENCHMARK VARIANT [flags...]: one of our runs under a non-default setting
+  local bench="$1" variant="$2"; shift 2
+  echo "== $(date +%T) $bench jax, $variant: $*"
+  "$py" "benchmarks/$bench.py" --engine=jax --repeats="$repeats" --variant="$variant" \
+    --json="$results" "$@" "${size[@]}"
+}
+
 step base-bf16
-encode random:e5-small bfloat16 512
 encode random:e5-base bfloat16 512
-step small-f32
-encode random:e5-small float32 512
-# What the fused attention buys: our bf16 steps on XLA's attention.
-for preset in small-bf16 base-bf16; do
-  echo "== $(date +%T) step $preset jax, attention xla"
-  "$py" benchmarks/distill_step.py --preset="$preset" --engine=jax --attention=xla \
-    --repeats="$repeats" "${size[@]}" --json="$results"
-done
-# What the default XLA flags (optical_jax/core/xla_flags.py) buy: XLA's Triton GEMMs back on.
-for model in random:e5-base random:e5-small; do
-  echo "== $(date +%T) encode $model bfloat16 jax, Triton GEMMs on"
-  XLA_FLAGS="--xla_gpu_enable_triton_gemm=true" "$py" benchmarks/encode.py --model="$model" \
-    --dtype=bfloat16 --batch=512 --length=128 --engine=jax --repeats="$repeats" "${size[@]}" \
-    --variant="Triton GEMMs on" --json="$results"
-done
+step small-bf16
+encode random:e5-small bfloat16 512
+# What the erf GELU (optical_jax/models/activations.py) buys: jax.nn.gelu's erfc instead.
+ours encode "jax.nn.gelu" --model=random:e5-base --dtype=bfloat16 --batch=512 --length=128 \
+  --jax_nn_gelu
+ours distill_step "jax.nn.gelu" --preset=base-bf16 --jax_nn_gelu
+report
+if [[ "${F32:-1}" == "1" ]]; then
+  step small-f32
+  encode random:e5-small float32 512
+fi
+if [[ "${ABLATIONS:-0}" == "1" ]]; then
+  # What the fused attention buys: our bf16 steps on XLA's attention.
+  for preset in small-bf16 base-bf16; do
+    ours distill_step "attention xla" --preset="$preset" --attention=xla
+  done
+  # What the default XLA flags (optical_jax/core/xla_flags.py) buy: Triton GEMMs back on.
+  for model in random:e5-base random:e5-small; do
+    XLA_FLAGS="--xla_gpu_enable_triton_gemm=true" ours encode "Triton GEMMs on" \
+      --model="$model" --dtype=bfloat16 --batch=512 --length=128
+  done
+fi
 report
 cat "$out/report.md"

@@ -34,8 +34,30 @@ def _op_lines(space):
   return out
 
 
+# Kernel families by name, first match wins: cuBLAS/cuBLASLt GEMMs ('nvjet',
+# 'gemm', 'cutlass'), cuDNN's fused attention, XLA's own fusions (named after
+# their HLO: 'loop_...', 'input_...' reductions, 'wrapped_...' single ops).
+FAMILIES = (("attention", ("sdpa", "fmha", "flash", "cudnn")),
+            ("gemm", ("nvjet", "gemm", "cutlass", "cublas", "xmma", "sm90_", "sm80_")),
+            ("reduction fusion", ("input_",)),
+            ("elementwise fusion", ("loop_",)),
+            ("copy / concat / slice", ("wrapped_", "copy", "concatenate", "slice",
+                                        "transpose", "memcpy", "memset")))
+
+
+def family(name: str) -> str:
+  """The family of a kernel name (FAMILIES), 'other' if none matches."""
+  low = name.lower()
+  for fam, keys in FAMILIES:
+    if any(k in low for k in keys):
+      return fam
+  return "other"
+
+
 def summarize(trace_dir: str, steps: int = 1, top: int = 20) -> str:
-  """Device time per op name and per kernel name, per step.
+  """Device time per op name and per kernel name, per step, with calls per
+  step (XLA reuses one kernel for identical fusions, e.g. every layer's GELU,
+  so a kernel name can stand for many ops), and per kernel family.
 
   Args:
     trace_dir: the directory given to `jax.profiler.trace`.
@@ -47,19 +69,26 @@ def summarize(trace_dir: str, steps: int = 1, top: int = 20) -> str:
     raise FileNotFoundError(f"no *.xplane.pb under {trace_dir}")
   space = ProfileData.from_file(paths[-1])
   totals = {"op": collections.Counter(), "kernel": collections.Counter()}
+  calls = {"op": collections.Counter(), "kernel": collections.Counter()}
   for kind, line in _op_lines(space):
     for event in line.events:
       totals[kind][event.name] += event.duration_ns
+      calls[kind][event.name] += 1
+  families = collections.Counter()
+  for name, ns in totals["kernel"].items():
+    families[family(name)] += ns
   lines = []
-  for kind in ("op", "kernel"):
-    counter = totals[kind]
+  for kind, counter in (("op", totals["op"]), ("kernel", totals["kernel"]),
+                        ("kernel family", families)):
     whole = sum(counter.values())
     if not whole:
       continue
-    lines.append(f"{kind:<60}{'ms/step':>10}{'share':>8}   (all: {whole / 1e6 / steps:.2f} "
-                 f"ms/step)")
+    lines.append(f"{kind:<60}{'ms/step':>10}{'share':>8}{'calls':>7}   (all: "
+                 f"{whole / 1e6 / steps:.2f} ms/step)")
     for name, ns in counter.most_common(top):
-      lines.append(f"{name[:60]:<60}{ns / 1e6 / steps:>10.3f}{ns / whole:>8.1%}")
+      n = calls.get(kind, {}).get(name)
+      per = f"{n / steps:>7.0f}" if n else f"{'':>7}"
+      lines.append(f"{name[:60]:<60}{ns / 1e6 / steps:>10.3f}{ns / whole:>8.1%}{per}")
     lines.append("")
   return "\n".join(lines) if lines else "the trace holds no XLA op events"
 

