@@ -120,37 +120,56 @@ def run(loop: Loop, state: Any, start: int) -> Any:
   bar = tqdm.tqdm(total=loop.steps, initial=start, desc=loop.desc, unit="step",
                   disable=not loop.progress)
   last_good = ckpt.latest_step()
+  pending = None   # (steps done, metrics) of the last step whose loss is unread
+  loss = None      # the last loss read (shown on the progress bar)
+
+  def read_loss(done: int, metrics: Mapping[str, Any]) -> float:
+    value = float(metrics["loss"])   # waits for that step to finish
+    if not np.isfinite(value):
+      ckpt.wait()
+      raise FloatingPointError(
+          f"the loss became {value} at step {done}; stopping. The last good checkpoint "
+          f"(step {ckpt.latest_step() or last_good}) is kept in {ckpt.directory}")
+    return value
+
   with checkpoint_lib.PreemptionGuard() as guard:
     for step in range(start, loop.steps):
       # Each host builds only its own slice of the global batch.
       idx = loop.order.indices(step, jax.process_index(), jax.process_count())
       state, metrics = loop.step(state, loop.make_batch(step, idx))
-      loss = float(metrics["loss"])
-      if not np.isfinite(loss):
-        ckpt.wait()
-        raise FloatingPointError(
-            f"the loss became {loss} at step {step + 1}; stopping. The last good checkpoint "
-            f"(step {ckpt.latest_step() or last_good}) is kept in {ckpt.directory}")
-      per_s = throughput.update(loop.batch_size)
       done = step + 1
-      if done % loop.log_every == 0 or done == loop.steps:
+      # The previous step's loss is read now, once this step is queued, not this
+      # step's: the device runs this step while the host builds the next batch
+      # (waiting on each step's own loss left a GPU idle while the host
+      # tokenised). Whatever logs, saves or evaluates a state reads its step's
+      # loss first, so a non-finite loss still stops the run before any of that.
+      if pending is not None:
+        loss = read_loss(*pending)
+      pending = (done, metrics)
+      per_s = throughput.update(loop.batch_size)
+      stop = guard.requested is not None
+      force = stop or done == loop.steps
+      log_now = done % loop.log_every == 0 or done == loop.steps
+      evaluate_now = bool(loop.evaluate and loop.eval_every and done % loop.eval_every == 0
+                          and done < loop.steps)
+      if log_now or evaluate_now or force or ckpt.should_save(done):
+        loss, pending = read_loss(*pending), None
+      if log_now:
         record = {k: float(v) for k, v in metrics.items()}
         record.update(lr=float(loop.schedule(step)), **{f"{loop.unit}_per_s": per_s},
                       **loop.extra_log())
         loop.logger.write(done, record)
-      bar.set_postfix(loss=f"{loss:.4f}", **{f"{loop.unit}_s": f"{per_s:.1f}"})
+      shown = {} if loss is None else {"loss": f"{loss:.4f}"}
+      bar.set_postfix(**shown, **{f"{loop.unit}_s": f"{per_s:.1f}"})
       bar.update(1)
       # The counters (e.g. truncated texts) go with the state: a resumed run
       # continues them as an uninterrupted one would.
       meta = dict(loop.meta, data_position=loop.order.position(done),
                   counters=dict(loop.extra_log()))
-      stop = guard.requested is not None
-      force = stop or done == loop.steps
       if (force or ckpt.should_save(done)) and ckpt.save(done, loop.to_host(state), meta,
                                                          force=force):
         last_good = done
-      if loop.evaluate and loop.eval_every and done % loop.eval_every == 0 \
-          and done < loop.steps:
+      if evaluate_now:
         loop.logger.write(done, loop.evaluate(state, done), kind="eval")
       if stop:
         ckpt.close()

@@ -26,7 +26,7 @@ class _Order:
     return {"step": done}
 
 
-def _loop(workdir, steps, losses, *, on_step=None, **kw):
+def _loop(workdir, steps, losses, *, on_step=None, save_every=2, **kw):
   """A Loop whose state counts the steps done and whose step `i` (0-based) reports
   `losses[i]`; the batches it was given are in `.built`."""
   built = []
@@ -46,7 +46,8 @@ def _loop(workdir, steps, losses, *, on_step=None, **kw):
   loop = loop_lib.Loop(
       steps=steps, batch_size=2, order=_Order(), make_batch=make_batch, step=step,
       to_host=lambda s: s,
-      ckpt=checkpoint.Checkpointer(workdir, save_every=2, max_to_keep=20, async_save=False),
+      ckpt=checkpoint.Checkpointer(workdir, save_every=save_every, max_to_keep=20,
+                                   async_save=False),
       logger=metric_log.MetricLogger(workdir, tensorboard=False), meta={"config": {"seed": 0}},
       schedule=lambda s: 0.1 * s, progress=False, **kw)
   loop.built = built
@@ -96,6 +97,53 @@ def test_a_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path)
                            r"\(step 4\) is kept in"):
     loop_lib.run(loop, _state(), 0)
   assert [r["step"] for r in loop.logger.read()] == [1, 2, 3, 4]   # nothing of step 5
+  steps, state, _ = _saved(tmp_path)
+  assert max(steps) == 4 and int(state["step"]) == 4
+  loop.ckpt.close()
+
+
+class _Recorded:
+  """A loss whose reading (what waits for a device step to finish) is recorded."""
+
+  def __init__(self, events, i, value):
+    self.events, self.i, self.value = events, i, value
+
+  def __float__(self):
+    self.events.append(("read", self.i))
+    return self.value
+
+
+def test_each_loss_is_read_after_the_next_step_is_sent_except_where_it_is_used(tmp_path):
+  # Reading step i's loss waits for step i; done after step i + 1 is queued, the
+  # device is never idle while the host builds a batch. Steps that log (every
+  # 4th), save (every 3rd, and the first: a run with no checkpoint saves) or end
+  # the run read their own loss before doing so.
+  events = []
+  losses = [_Recorded(events, i, 1.0) for i in range(9)]
+  loop = _loop(tmp_path, 9, losses, on_step=lambda i: events.append(("step", i)),
+               log_every=4, save_every=3)
+  loop_lib.run(loop, _state(), 0)
+  reads = [i for kind, i in events if kind == "read"]
+  assert sorted(set(reads)) == list(range(9))
+  saved, _, _ = _saved(tmp_path)
+  assert saved == [1, 3, 6, 9]
+  for i in range(9):
+    first_read = events.index(("read", i))
+    own = (i + 1) % 4 == 0 or (i + 1) in saved
+    if own:   # read before the next step is sent
+      assert i == 8 or first_read < events.index(("step", i + 1)), (i, events)
+    else:     # read only once the next step is sent
+      assert first_read > events.index(("step", i + 1)), (i, events)
+
+
+def test_a_nan_loss_read_late_still_stops_before_its_state_is_saved(tmp_path):
+  # Step 5 (1-based) is neither logged nor saved, so its loss is read after step
+  # 6 is sent; step 6 saves. The run stops there, and nothing after step 4 stays.
+  losses = [1.0, 1.0, 1.0, 1.0, float("nan"), 1.0, 1.0, 1.0]
+  loop = _loop(tmp_path, 8, losses, log_every=100, save_every=2)
+  with pytest.raises(FloatingPointError, match=r"the loss became nan at step 5; stopping\. "
+                                               r"The last good checkpoint \(step 4\)"):
+    loop_lib.run(loop, _state(), 0)
   steps, state, _ = _saved(tmp_path)
   assert max(steps) == 4 and int(state["step"]) == 4
   loop.ckpt.close()
