@@ -35,7 +35,9 @@ def get_config(arg: str | None = None):
     c.eval.zero_shot = False
     grid = [("zero_shot", {"method": "zero_shot"})] + [
         (f"high{r.replace(':', '-')}", {"data.mix_ratio": r}) for r in RATIOS]
-    c.experiment.update(grid=grid, seeds=(0,), metrics=presets.per_language("nDCG@10"))
+    # Each ratio is also tested against low-only data and against 1:1.
+    c.experiment.update(grid=grid, seeds=(0,), metrics=presets.per_language("nDCG@10"),
+                        also_against=("high0-1", "high1-1"))
     c.lock()
     return c
   if smoke:
