@@ -4,9 +4,10 @@ long run must do besides the step itself.
 For each step: this host's slice of the global batch (`order`, a function of
 (seed, step), so a resumed run sees the batches it would have seen), the
 jitted step, a stop naming the step when the loss is not finite (the last good
-checkpoint stays), logging every `log_every` steps, a progress bar,
-checkpoints (forced at the end and on SIGTERM / SIGINT, after which the run
-exits asking to be resumed), and optional periodic evaluation.
+checkpoint stays; each loss is read once the next step is queued, so the host
+builds batches while the device computes), logging every `log_every` steps, a
+progress bar, checkpoints (forced at the end and on SIGTERM / SIGINT, after
+which the run exits asking to be resumed), and optional periodic evaluation.
 """
 from __future__ import annotations
 
