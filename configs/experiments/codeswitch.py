@@ -33,7 +33,8 @@ def get_config(arg: str | None = None):
   if arg == "real":
     presets.bible_eval(c)
     c.eval.metrics = ("R@1", "R@5", "R@10", "R@100", "nDCG@10")
-    metrics = ("R@1", "R@5", "R@10", "R@100") + presets.per_language("R@10")[1:]
+    # Per language R@1: on verse retrieval R@10 is near 0.99 in every language.
+    metrics = ("R@1", "R@5", "R@10", "R@100") + presets.per_language("R@1")[1:]
     grid = [("plain", {})] + [(f"codeswitch={r}", {"data.codeswitch_rate": r})
                               for r in RATES if r]
     c.experiment.update(grid=grid, seeds=(0,), metrics=metrics)
