@@ -150,10 +150,11 @@ def run(loop: Loop, state: Any, start: int) -> Any:
       per_s = throughput.update(loop.batch_size)
       stop = guard.requested is not None
       force = stop or done == loop.steps
+      save_now = force or ckpt.should_save(done)
       log_now = done % loop.log_every == 0 or done == loop.steps
       evaluate_now = bool(loop.evaluate and loop.eval_every and done % loop.eval_every == 0
                           and done < loop.steps)
-      if log_now or evaluate_now or force or ckpt.should_save(done):
+      if log_now or evaluate_now or save_now:
         loss, pending = read_loss(*pending), None
       if log_now:
         record = {k: float(v) for k, v in metrics.items()}
@@ -167,8 +168,7 @@ def run(loop: Loop, state: Any, start: int) -> Any:
       # continues them as an uninterrupted one would.
       meta = dict(loop.meta, data_position=loop.order.position(done),
                   counters=dict(loop.extra_log()))
-      if (force or ckpt.should_save(done)) and ckpt.save(done, loop.to_host(state), meta,
-                                                         force=force):
+      if save_now and ckpt.save(done, loop.to_host(state), meta, force=force):
         last_good = done
       if evaluate_now:
         loop.logger.write(done, loop.evaluate(state, done), kind="eval")
