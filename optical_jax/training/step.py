@@ -33,10 +33,12 @@ from optical_jax.training.trainable import Params
 # ----------------------------------------------------------------------------
 # Distillation.
 
-def encode_pair_side(model: heads_lib.TextModel, ids, mask, layer_index: int | tuple[int, ...]):
+def encode_pair_side(model: heads_lib.TextModel, ids, mask, layer_index: int | tuple[int, ...],
+                     pack=None):
   """(tokens at `layer_index`, pooled last-layer vectors) for one side of the pairs;
-  with a tuple of indices, a tuple of token arrays (the OT layers)."""
-  states = model.encoder.hidden_states(ids, mask)
+  with a tuple of indices, a tuple of token arrays (the OT layers). `pack`: the
+  side's `<side>_pack` array, if the batch has one (models/packing.py)."""
+  states = model.encoder.hidden_states(ids, mask, pack=pack)
   tokens = (tuple(states[i] for i in layer_index) if isinstance(layer_index, tuple)
             else states[layer_index])
   return tokens, model.head.pool(states[-1], mask)
@@ -57,7 +59,8 @@ def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict
     batch: 'src_ids', 'src_mask', 'src_special' [B, Ls]; 'tgt_ids',
       'tgt_mask', 'tgt_special' [B, Lt]; with `loss_cfg.both_sides` also
       'stu_tgt_ids', 'stu_tgt_mask', 'stu_tgt_special' [B, Lt] (the English
-      side as the student reads it, with the source prefix).
+      side as the student reads it, with the source prefix); optionally a
+      side's '<side>_pack' [C]: its encoder runs on the real tokens only.
     student_parts, teacher_parts: the models' graphs.
     loss_cfg: the objective.
     tx: the optimizer.
@@ -76,13 +79,16 @@ def distill_step(state: TrainState, frozen: Params, teacher: Params, batch: dict
   """
   t_model = teacher_parts.merge(teacher)
   t_tok, t_vec = jax.lax.stop_gradient(
-      encode_pair_side(t_model, batch["tgt_ids"], batch["tgt_mask"], layer_index))
+      encode_pair_side(t_model, batch["tgt_ids"], batch["tgt_mask"], layer_index,
+                       batch.get("tgt_pack")))
 
   def loss_fn(params):
     s_model = student_parts.merge(frozen, params)
-    s_tok, s_vec = encode_pair_side(s_model, batch["src_ids"], batch["src_mask"], layer_index)
+    s_tok, s_vec = encode_pair_side(s_model, batch["src_ids"], batch["src_mask"], layer_index,
+                                    batch.get("src_pack"))
     s_tgt = (encode_pair_side(s_model, batch["stu_tgt_ids"], batch["stu_tgt_mask"],
-                              layer_index) if loss_cfg.both_sides else None)
+                              layer_index, batch.get("stu_tgt_pack"))
+             if loss_cfg.both_sides else None)
     total, metrics = losses_lib.distillation_loss(loss_cfg, s_tok, s_vec, t_tok, t_vec, batch,
                                                   axis_name=axis_name, ot_fn=ot_fn,
                                                   student_tgt=s_tgt)

@@ -90,3 +90,15 @@ def test_report_takes_medians_and_leaves_unpaired_problems_without_a_ratio(tmp_p
 def test_gpu_script_passes_shellcheck():
   out = repo.shellcheck(BENCH / "gpu.sh")
   assert out.returncode == 0, out.stdout
+
+
+@pytest.mark.slow
+def test_step_benchmark_on_bible_batches_packs_ours_and_pads_both(e5_dir):
+  """--text=bible: the demo's padded batch for both engines, ours on its real tokens
+  (the demo's model: the tiny test tokenizer splits Bible verses past 64 tokens)."""
+  out = _run("distill_step.py", f"--model={e5_dir}", "--text=bible", "--packing=on",
+             "--batch=4", "--length=64", "--repeats=1", "--peak_tflops=1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  head = next(l for l in out.stdout.splitlines() if l.startswith("device:"))
+  assert "of Bible pairs (" in head and "ours packed to " in head, head
+  assert "ratio optical_jax / PyTorch" in out.stdout

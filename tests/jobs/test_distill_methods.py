@@ -197,3 +197,39 @@ def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path, monkeypatch):
     c.pretrain.mask_rate = 1.5
   with pytest.raises(config_lib.ConfigError, match="config.pretrain.*mask_rate"):
     config_lib.check(c)
+
+
+def test_token_packing_in_the_job_changes_cost_not_results(tmp_path, monkeypatch, capsys):
+  built = []
+  pair_batch = batches.pair_batch
+  monkeypatch.setattr(batches, "pair_batch",
+                      lambda *a, **kw: built.append(pair_batch(*a, **kw)) or built[-1])
+  losses_by_mode = {}
+  for mode in ("off", "on"):
+    c = _config(tmp_path, "kd_mse")    # kd_mse: the student reads the English side too
+    with c.unlocked():
+      c.train.update(max_length=64, token_packing=mode)   # these texts leave padding
+      c.parallel.use_mesh = "no"
+    built.clear()
+    distill.run(c, str(tmp_path / mode))
+    packed = [b for b in built if "src_pack" in b]
+    if mode == "on":
+      assert "token packing: src" in capsys.readouterr().out
+      assert packed and all("tgt_pack" in b and "stu_tgt_pack" in b for b in packed)
+    else:
+      assert not packed
+    losses_by_mode[mode] = [r["loss"] for r in _train_records(tmp_path / mode)]
+  np.testing.assert_allclose(losses_by_mode["on"], losses_by_mode["off"], rtol=1e-4)
+
+
+def test_token_packing_on_a_mesh_or_misspelt_is_a_config_error(tmp_path):
+  c = _config(tmp_path, "optical")
+  with c.unlocked():
+    c.train.token_packing = "on"
+    c.parallel.use_mesh = "yes"     # the tests' 8 CPU devices
+  with pytest.raises(config_lib.ConfigError, match="token_packing='on' needs the step on one"):
+    distill.run(c, str(tmp_path / "mesh"))
+  with c.unlocked():
+    c.train.token_packing = "yes"
+  with pytest.raises(config_lib.ConfigError, match="train.token_packing='yes'"):
+    config_lib.check(c)

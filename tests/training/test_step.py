@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from optical_jax import config as config_lib
@@ -67,6 +68,43 @@ def test_steps_reduce_the_loss_and_respect_frozen_parts(tiny, multilingual_texts
     np.testing.assert_array_equal(np.asarray(v), before[k])
   moved = [k for k in trainable if not np.allclose(np.asarray(state.params[k]), before[k])]
   assert len(moved) == len(trainable)
+
+
+@pytest.mark.parametrize("method", ["optical", "kd_mse"])
+def test_packed_step_equals_padded_step(tiny, multilingual_texts, method):
+  """Token packing (models/packing.py) changes the step's cost, not its result."""
+  teacher, tok = tiny
+  parts, params = trainable_lib.ModelParts.split(teacher)
+  trainable, frozen = trainable_lib.split_trainable(params, "no_word_embeddings",
+                                                    teacher.encoder.cfg.num_layers)
+  # Plain SGD: the parameters then differ by the learning rate times the gradients'
+  # difference. (Adam divides each gradient by its own size, which turns rounding
+  # noise in a near-zero gradient into a step of about the learning rate.)
+  tx = optax.sgd(0.1)
+  loss_cfg = defaults.loss_config(method, ot=defaults.ot_config(num_iterations=20))
+  step = step_lib.jit_distill_step(parts, parts, loss_cfg, tx, layer_index=-1 % 3)
+  src, tgt = multilingual_texts[2:10], multilingual_texts[:8]
+  kw = dict(src_prefix="query: ", tgt_prefix="passage: ", max_length=64, batch_size=8,
+            student_reads_tgt=loss_cfg.both_sides)
+  padded = batches.pair_batch(tok, src, tgt, **kw)
+  sides = ("src", "tgt", "stu_tgt") if loss_cfg.both_sides else ("src", "tgt")
+  capacities = batches.pack_capacities([padded], sides)
+  assert set(capacities) == set(sides), "the texts should leave padding to skip"
+  packed = batches.pair_batch(tok, src, tgt, capacities=capacities, **kw)
+  assert {f"{s}_pack" for s in sides} <= set(packed)
+  results = []
+  for batch in (padded, packed):
+    state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
+    for _ in range(2):
+      state, metrics = step(state, frozen, params, batch)
+    results.append((state, metrics))
+  (s_pad, m_pad), (s_pack, m_pack) = results
+  for key in ("loss", "loss_ot", "loss_contrastive", "grad_norm"):
+    if key in m_pad:
+      np.testing.assert_allclose(float(m_pack[key]), float(m_pad[key]), rtol=2e-5, err_msg=key)
+  for k in trainable:
+    np.testing.assert_allclose(np.asarray(s_pack.params[k]), np.asarray(s_pad.params[k]),
+                               atol=1e-6, rtol=0, err_msg=k)
 
 
 def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):

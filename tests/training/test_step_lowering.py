@@ -3,8 +3,8 @@
 A bfloat16 scatter-add is a compare-and-swap loop on NVIDIA GPUs (openxla/xla#26371):
 the gradient of an embedding lookup written as a gather is such a scatter, and it
 made the bf16 step 5x slower than float32 there. The step must contain no scatter
-on a bfloat16 tensor, whatever trains (the word embedding too) and with the
-pretraining terms on.
+on a bfloat16 tensor, whatever trains (the word embedding too), with the
+pretraining terms on, and with the encoders on packed tokens.
 """
 import re
 
@@ -29,7 +29,7 @@ from tests import tiny_checkpoints
 _BF16_SCATTER = re.compile(r"=\s*bf16\[[^\]]*\](\{[^}]*\})?\s+scatter\(")
 
 
-def _lowered(checkpoint, trainable: str, multilingual_texts, pretrain=False):
+def _lowered(checkpoint, trainable: str, multilingual_texts, pretrain=False, packed=False):
   model = weights.load_pretrained(str(checkpoint), dtype="bfloat16")
   tok = tokenizer_lib.Tokenizer.from_pretrained(checkpoint)
   parts, params = trainable_lib.ModelParts.split(model)
@@ -43,9 +43,16 @@ def _lowered(checkpoint, trainable: str, multilingual_texts, pretrain=False):
   tx, _ = state_lib.make_optimizer(cfg)
   step = step_lib.bind_distill_step(parts, parts, defaults.loss_config(), tx, 2, head)
   state = state_lib.init_state(jax.tree.map(jnp.array, train), tx, 0)
-  batch = batches_lib.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],
-                                 src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
-                                 batch_size=8)
+  # Packed: the encoders on the real tokens only (models/packing.py); at 64 tokens
+  # these texts leave padding to skip.
+  kw = dict(src_prefix="query: ", tgt_prefix="passage: ", max_length=64 if packed else 32,
+            batch_size=8)
+  batch = batches_lib.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8], **kw)
+  if packed:
+    capacities = batches_lib.pack_capacities([batch], ("src", "tgt"))
+    batch = batches_lib.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],
+                                   capacities=capacities, **kw)
+    assert "src_pack" in batch and "tgt_pack" in batch
   if pretrain:
     batch = tlm.add_tlm_inputs(batch, pad_id=tok.pad_id)
   return jax.jit(step).lower(state, frozen, params, batch).as_text(dialect="hlo")
@@ -53,9 +60,10 @@ def _lowered(checkpoint, trainable: str, multilingual_texts, pretrain=False):
 
 @pytest.mark.parametrize("kind", ["bert", "xlmr"])
 @pytest.mark.parametrize("trainable", ["no_word_embeddings", "all"])
-def test_bf16_step_has_no_bf16_scatter(tmp_path, multilingual_texts, kind, trainable):
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_bf16_step_has_no_bf16_scatter(tmp_path, multilingual_texts, kind, trainable, packed):
   write = tiny_checkpoints.write_bert if kind == "bert" else tiny_checkpoints.write_xlmr
-  hlo = _lowered(write(tmp_path / kind), trainable, multilingual_texts)
+  hlo = _lowered(write(tmp_path / kind), trainable, multilingual_texts, packed=packed)
   assert "bf16[" in hlo, "the step should run its encoders in bfloat16"
   found = [line.strip()[:160] for line in hlo.splitlines() if _BF16_SCATTER.search(line)]
   assert not found, "bf16 scatters in the step:\n" + "\n".join(found)
