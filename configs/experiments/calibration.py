@@ -16,7 +16,9 @@ data/task1/raw files under `$OPTICAL_JAX_DATA/multi30k` (see presets.py).
 `:real` runs offline on the Bibles: distilled on Swahili, calibrated on the
 Swahili queries' dev half, judged on Swahili (its own language), Tagalog and
 Bengali (never distilled on) and English; per language ECE with its own
-scaling (`ECE/<lang>`) and with Swahili's (`ECE_transfer/<lang>`).
+scaling (`ECE/<lang>`) and with Swahili's (`ECE_transfer/<lang>`). Two more
+cells swap the English side (`loss.english_side`): OPTICAL with it, kd_mse
+without it.
 
   optical-jax --mode=experiment --config=configs/experiments/calibration.py:real --workdir=runs/cal
 """
@@ -29,6 +31,10 @@ def get_config(arg: str | None = None):
   grid = [("zero_shot", {"method": "zero_shot"}), ("kd_mse", {"method": "kd_mse"}),
           ("optical", {"method": "optical"})]
   if arg == "real":
+    # Does kd_mse's English side (loss.english_side) make its scores shift per
+    # language? Each method with and without it.
+    grid = grid + [("optical+en", {"method": "optical", "loss.english_side": "on"}),
+                   ("kd_mse-src", {"method": "kd_mse", "loss.english_side": "off"})]
     langs = ("sw", "tl", "bn", "en")
     c.data.language = "sw"
     presets.bible_eval(c, languages=langs, high=("en",), low=("sw", "tl", "bn"))
