@@ -93,7 +93,7 @@ def bible_batches(directory, batch, length, packing):
   padded = build(0)
   if not packing:
     return padded, None
-  capacities = batches.pack_capacities([build(s) for s in range(32)], ("src", "tgt"))
+  capacities = batches.pack_capacities([batches.pair_masks(build(s)) for s in range(32)])
   return padded, build(0, capacities)
 
 

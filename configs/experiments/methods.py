@@ -59,6 +59,8 @@ def get_config(arg: str | None = None):
   if arg in ("pure", "real_pure"):
     c.loss.contrastive_weight = 0.0
   grid = GRID if not smoke else [GRID[0], GRID[1], GRID[3]]
+  if arg == "real_pure":   # the question first (OT against pooled MSE), the rest after
+    grid = [GRID[0], GRID[1], GRID[3], GRID[2], GRID[4]]
   seeds = (0,) if smoke else (0, 1, 2)
   metrics = ("nDCG@10", "MRR@10", "R@100")
   baseline, against = "zero_shot", ("kd_mse",)

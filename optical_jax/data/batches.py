@@ -2,12 +2,13 @@
 
 `pair_batch` tokenises a batch of bitext pairs for the distillation step,
 `triple_batch` a batch of (query, positive, negative) triples for the teacher
-step. Both pad to one length every step, so the jitted step compiles once;
-truncations are counted by the tokenizer.
+step. Both pad to one length every step, so the jitted step compiles once (with
+token packing, once more for a batch over the packed budget); truncations are
+counted by the tokenizer.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -48,18 +49,35 @@ def pair_batch(tokenizer: tokenizer_lib.Tokenizer, src: Sequence[str], tgt: Sequ
   return sides
 
 
-def pack_capacities(sample: Iterable[Mapping[str, np.ndarray]], sides: Sequence[str]
-                    ) -> dict[str, int]:
-  """Packed budgets (`packing.capacity`) for `sides` from a sample of padded batches;
-  a side where packing saves nothing is left out."""
-  sample = list(sample)
+def pack_capacities(sample: Sequence[Mapping[str, np.ndarray]]) -> dict[str, int]:
+  """Packed budgets (`packing.capacity`) from a sample of padded batches' masks.
+
+  Args:
+    sample: one `{side: [B, L] mask}` per sampled batch (`pair_masks`,
+      `triple_masks`).
+
+  Returns:
+    `{side: rows}`; a side where packing saves nothing is left out.
+  """
   out = {}
-  for side in sides:
-    masks = [b[f"{side}_mask"] for b in sample]
+  for side in sample[0]:
+    masks = [m[side] for m in sample]
     cap = packing.capacity(np.array([m.sum() for m in masks]), masks[0].size)
     if cap is not None:
       out[side] = cap
   return out
+
+
+def pair_masks(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """`{side: mask}` of a `pair_batch`: what its encoders read."""
+  return {side: batch[f"{side}_mask"] for side in ("src", "tgt", "stu_tgt")
+          if f"{side}_mask" in batch}
+
+
+def triple_masks(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """`{side: mask}` of a `triple_batch`: the queries ('q') and, read in one pass,
+  the positives then the negatives ('d')."""
+  return {"q": batch["q_mask"], "d": np.concatenate([batch["p_mask"], batch["n_mask"]])}
 
 
 def _padded(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], prefix: str,
@@ -74,12 +92,21 @@ def _padded(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], prefix: st
 
 def triple_batch(tokenizer: tokenizer_lib.Tokenizer, batch: Sequence[triples_lib.Triple], *,
                query_prefix: str, doc_prefix: str, query_max_length: int,
-               max_length: int) -> dict[str, np.ndarray]:
-  """Token arrays of a batch of triples, the keys `step.teacher_step` reads."""
+               max_length: int, capacities: Mapping[str, int] | None = None
+               ) -> dict[str, np.ndarray]:
+  """Token arrays of a batch of triples, the keys `step.teacher_step` reads.
+
+  `capacities` ('q', 'd' -> packed rows) adds 'q_pack' / 'd_pack' where the real
+  tokens fit (`triple_masks` says what each side is).
+  """
   out = {}
   for side, texts, prefix, length in (
       ("q", [t.query for t in batch], query_prefix, query_max_length),
       ("p", [t.positive for t in batch], doc_prefix, max_length),
       ("n", [t.negative for t in batch], doc_prefix, max_length)):
     out[f"{side}_ids"], out[f"{side}_mask"] = _padded(tokenizer, texts, prefix, length)
+  for side, mask in triple_masks(out).items() if capacities else ():
+    index = packing.pack_index(mask, capacities[side]) if side in capacities else None
+    if index is not None:
+      out[f"{side}_pack"] = index
   return out

@@ -37,7 +37,6 @@ from optical_jax.evaluation import retrieval_eval
 from optical_jax.training import job as job_lib
 from optical_jax.training import pretraining
 from optical_jax.training import setup as setup_lib
-from optical_jax.training import sharding
 from optical_jax.training import step as step_lib
 from optical_jax.training import student as student_lib
 from optical_jax.training import workdir as workdir_lib
@@ -46,32 +45,6 @@ from optical_jax.training import workdir as workdir_lib
 # What a distillation run is (its workdir refuses another) and what it is evaluated on.
 TRAIN_KEYS = ("seed", "method", "model", "text", "data", "loss", "ot", "pretrain", "train")
 EVAL_KEYS = ("eval",)
-
-
-# Batches sampled (the run's first steps) to size the packed token budget.
-PACKING_SAMPLE_STEPS = 32
-
-
-def packing_on(config: ml_collections.ConfigDict) -> bool:
-  """Whether this run's encoders skip padding (`train.token_packing`).
-
-  'auto' packs where the step runs on one CPU device: there the matmuls are
-  the step, and packing the demo's batches took it from 3.9 to 2.7 s on a
-  2-core EPYC (README, Performance). Packed tokens are not split over a mesh,
-  so 'on' needs one device; GPUs are not measured yet, so 'auto' leaves them
-  padded.
-
-  Raises:
-    ConfigError: 'on' where the step runs on a mesh or several processes.
-  """
-  mode = config.train.token_packing
-  one_device = (sharding.configured_mesh(config.parallel) is None
-                and jax.process_count() == 1)
-  if mode == "on" and not one_device:
-    raise config_lib.ConfigError(
-        "config.train.token_packing='on' needs the step on one device (one process and "
-        "parallel.use_mesh='no', or one device): packed tokens are not split over a mesh")
-  return mode == "on" or (mode == "auto" and one_device and jax.default_backend() == "cpu")
 
 
 def finished(results: dict, config: ml_collections.ConfigDict) -> bool:
@@ -144,18 +117,10 @@ def _distill(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, Any]:
                                  max_length=pretrain.cfg.tlm_max_length)
     return batch
 
-  capacities = None
-  if packing_on(config):
-    # The budget comes from the run's own first batches (a random sample of the
-    # data, and the same ones after a resume); a later batch over it runs padded.
-    # (Their truncations are counted when those steps run: make_batch counts deltas.)
-    sample = [build(s, setup.order.indices(s), None)
-              for s in range(min(tcfg.steps, PACKING_SAMPLE_STEPS))]
-    sides = ("src", "tgt") + (("stu_tgt",) if loss_cfg.both_sides else ())
-    capacities = batches.pack_capacities(sample, sides)
-    print("token packing: " + (", ".join(f"{k} {v} of {tcfg.batch_size * tcfg.max_length} "
-                                          "positions" for k, v in capacities.items())
-                               or "nothing to gain (no side has padding to skip)"), flush=True)
+  # (Truncations in the sampled batches count when those steps run: make_batch
+  # counts deltas.)
+  capacities = job_lib.packing_budget(
+      config, lambda step, idx: batches.pair_masks(build(step, idx, None)), setup.order)
 
   def make_batch(step: int, idx: np.ndarray) -> dict:
     truncated = setup.tokenizer.total_truncated

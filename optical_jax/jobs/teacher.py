@@ -148,11 +148,16 @@ def _train(config: ml_collections.ConfigDict, wd: pathlib.Path, results: dict) -
                   query_max_length=tc.query_max_length, max_length=tcfg.max_length)
 
   counters = {"truncated_texts": 0}
+  order = batching.BatchOrder(len(data), tcfg.batch_size, config.seed)
+  capacities = job_lib.packing_budget(   # (make_batch counts truncations by deltas)
+      config, lambda step, idx: batches.triple_masks(
+          batches.triple_batch(tokenizer, [data[i] for i in idx], **batch_kw)), order)
 
   def make_batch(step: int, idx: np.ndarray) -> dict:
     del step
     truncated = tokenizer.total_truncated
-    batch = batches.triple_batch(tokenizer, [data[i] for i in idx], **batch_kw)
+    batch = batches.triple_batch(tokenizer, [data[i] for i in idx], capacities=capacities,
+                                 **batch_kw)
     counters["truncated_texts"] += tokenizer.total_truncated - truncated
     return batch
 
@@ -163,7 +168,7 @@ def _train(config: ml_collections.ConfigDict, wd: pathlib.Path, results: dict) -
       initial=model, params=params, frozen=frozen,
       make_step=lambda tx, mesh, mode: step_lib.bind_teacher_step(parts, tx, tc.scoring,
                                                                    tc.temperature),
-      make_batch=make_batch, order=batching.BatchOrder(len(data), tcfg.batch_size, config.seed),
+      make_batch=make_batch, order=order,
       pmap=False,
       make_evaluator=(lambda: retrieval_eval.ModelEvaluator(config, col, tokenizer, wd))
       if col is not None else None,

@@ -135,10 +135,11 @@ def jit_distill_step(student_parts: ModelParts, teacher_parts: ModelParts,
 # ----------------------------------------------------------------------------
 # The teacher: (query, positive, hard negative) triples.
 
-def scoring_vectors(model: heads_lib.TextModel, ids: jax.Array, mask: jax.Array, scoring: str
-           ) -> jax.Array:
-  """`[B, L]` ids -> pooled `[B, D]` (dense) or head token vectors `[B, L, D]`."""
-  tokens = model.encoder(ids, mask)
+def scoring_vectors(model: heads_lib.TextModel, ids: jax.Array, mask: jax.Array, scoring: str,
+                    pack: jax.Array | None = None) -> jax.Array:
+  """`[B, L]` ids -> pooled `[B, D]` (dense) or head token vectors `[B, L, D]`;
+  `pack` as in `encode_pair_side`."""
+  tokens = model.encoder.hidden_states(ids, mask, pack=pack)[-1]
   return model.head.pool(tokens, mask) if scoring == "dense" else model.head.tokens(tokens)
 
 
@@ -152,7 +153,8 @@ def teacher_step(state: TrainState, frozen: Params,
     state: the trainable parameters and their optimizer state.
     frozen: the parameters that do not train (`train.trainable`).
     batch: 'q_ids', 'q_mask' `[B, Lq]`; 'p_ids', 'p_mask', 'n_ids', 'n_mask'
-      `[B, Ld]` (positives, hard negatives).
+      `[B, Ld]` (positives, hard negatives); optionally 'q_pack' and 'd_pack'
+      (`batches.triple_batch`: positives and negatives packed together).
     parts: the model's graph.
     tx: the optimizer.
     scoring, temperature: see `triple_loss`.
@@ -169,8 +171,9 @@ def teacher_step(state: TrainState, frozen: Params,
 
   def loss_fn(params):
     model = parts.merge(frozen, params)
-    q = scoring_vectors(model, batch["q_ids"], batch["q_mask"], scoring)
-    d = scoring_vectors(model, d_ids, d_mask, scoring)    # positives and negatives in one pass
+    q = scoring_vectors(model, batch["q_ids"], batch["q_mask"], scoring, batch.get("q_pack"))
+    d = scoring_vectors(model, d_ids, d_mask, scoring,     # positives and negatives in one pass
+                        batch.get("d_pack"))
     return losses_lib.triple_loss(q, d[:b], d[b:], scoring=scoring, temperature=temperature,
                        query_mask=batch["q_mask"], positive_mask=batch["p_mask"],
                        negative_mask=batch["n_mask"], valid=valid)

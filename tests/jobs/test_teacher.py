@@ -147,6 +147,19 @@ def test_job_trains_evaluates_resumes_and_exports(tiny_dir, tmp_path, monkeypatc
     teacher.run(other, str(wd))
 
 
+def test_token_packing_in_the_teacher_job(tiny_dir, tmp_path, capsys):
+  losses = {}
+  for mode in ("off", "on"):
+    c = _smoke(tiny_dir, steps=2, **{"parallel.use_mesh": "no", "train.token_packing": mode,
+                                     "eval.collection": "none", "train.max_length": 64,
+                                     "teacher.query_max_length": 32})   # room to pad
+    teacher.run(c, str(tmp_path / mode))
+    out = capsys.readouterr().out
+    assert ("token packing: q " in out) == (mode == "on"), out[-2000:]
+    losses[mode] = [r["loss"] for r in _train_records(tmp_path / mode)]
+  np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-4)
+
+
 def test_late_interaction_job_and_nan_stop(tiny_dir, tmp_path):
   c = _smoke(tiny_dir, steps=2, **{"teacher.scoring": "late_interaction",
                                    "teacher.temperature": 1.0, "parallel.use_mesh": "no"})

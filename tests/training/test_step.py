@@ -88,7 +88,7 @@ def test_packed_step_equals_padded_step(tiny, multilingual_texts, method):
             student_reads_tgt=loss_cfg.both_sides)
   padded = batches.pair_batch(tok, src, tgt, **kw)
   sides = ("src", "tgt", "stu_tgt") if loss_cfg.both_sides else ("src", "tgt")
-  capacities = batches.pack_capacities([padded], sides)
+  capacities = batches.pack_capacities([batches.pair_masks(padded)])
   assert set(capacities) == set(sides), "the texts should leave padding to skip"
   packed = batches.pair_batch(tok, src, tgt, capacities=capacities, **kw)
   assert {f"{s}_pack" for s in sides} <= set(packed)
@@ -178,3 +178,32 @@ def test_steps_lower_the_loss_on_a_fixed_batch(tiny_dir, scoring):
     np.testing.assert_allclose(losses[0], want, rtol=1e-3)
   assert losses[-1] < 0.5 * losses[0], losses
   assert float(metrics["accuracy"]) > 0.5
+
+
+@pytest.mark.parametrize("scoring", ["dense", "late_interaction"])
+def test_packed_teacher_step_equals_padded_step(tiny_dir, scoring):
+  """Queries and documents (positives and negatives, packed together) on their real
+  tokens only: the same step to float rounding."""
+  model, tokenizer, _ = models.load(str(tiny_dir))
+  parts, params = trainable_lib.ModelParts.split(model)
+  step = jax.jit(functools.partial(step_lib.teacher_step, parts=parts, tx=optax.sgd(0.1),
+                                   scoring=scoring, temperature=0.05))
+  data = _fixture_triples()
+  kw = dict(query_prefix="query: ", doc_prefix="passage: ", query_max_length=32, max_length=64)
+  padded = batches.triple_batch(tokenizer, data, **kw)
+  capacities = batches.pack_capacities([batches.triple_masks(padded)])
+  assert set(capacities) == {"q", "d"}, "the fixture should leave padding to skip"
+  packed = batches.triple_batch(tokenizer, data, capacities=capacities, **kw)
+  assert packed["d_pack"].size == capacities["d"] < 2 * padded["p_mask"].size
+  results = []
+  for batch in (padded, packed):
+    state = state_lib.init_state(jax.tree.map(jnp.array, params), optax.sgd(0.1), 0)
+    for _ in range(2):
+      state, metrics = step(state, {}, batch)
+    results.append((state, metrics))
+  (s_pad, m_pad), (s_pack, m_pack) = results
+  for key in ("loss", "grad_norm", "pos_score"):
+    np.testing.assert_allclose(float(m_pack[key]), float(m_pad[key]), rtol=2e-5, err_msg=key)
+  for k in params:
+    np.testing.assert_allclose(np.asarray(s_pack.params[k]), np.asarray(s_pad.params[k]),
+                               atol=1e-6, rtol=0, err_msg=k)

@@ -49,7 +49,7 @@ def _lowered(checkpoint, trainable: str, multilingual_texts, pretrain=False, pac
             batch_size=8)
   batch = batches_lib.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8], **kw)
   if packed:
-    capacities = batches_lib.pack_capacities([batch], ("src", "tgt"))
+    capacities = batches_lib.pack_capacities([batches_lib.pair_masks(batch)])
     batch = batches_lib.pair_batch(tok, multilingual_texts[2:10], multilingual_texts[:8],
                                    capacities=capacities, **kw)
     assert "src_pack" in batch and "tgt_pack" in batch
