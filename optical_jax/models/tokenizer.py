@@ -24,7 +24,13 @@ import tokenizers
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
+# Steps of 16 up to 128 tokens, where sentences and passages mostly fall, then
+# coarser. Encoding sorts texts by length, so a batch's padding is its bucket's
+# rounding: with (16, 32, 64, 128, ...) the demo's evaluation texts were 41-45%
+# padding, with these 26-32%, and encoding its 2,061 queries took 61 s instead of
+# 80 s (compilations included) on a 2-core EPYC. Each bucket used is one more
+# compilation of the encoder.
+DEFAULT_BUCKETS = (16, 32, 48, 64, 80, 96, 112, 128, 192, 256, 384, 512)
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
                  "cls_token", "mask_token")
 

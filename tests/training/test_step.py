@@ -70,6 +70,16 @@ def test_steps_reduce_the_loss_and_respect_frozen_parts(tiny, multilingual_texts
   assert len(moved) == len(trainable)
 
 
+def _assert_same_updates(before, padded, packed):
+  """Each parameter's update (after - before) equal to 1e-4 of its size: gradients that
+  sum over every token (token types, LayerNorm) add the tokens in another order."""
+  for k in before:
+    d_pad = np.asarray(padded[k]) - np.asarray(before[k])
+    d_pack = np.asarray(packed[k]) - np.asarray(before[k])
+    np.testing.assert_allclose(d_pack, d_pad, rtol=0, err_msg=k,
+                               atol=1e-4 * float(np.abs(d_pad).max()) + 1e-8)
+
+
 @pytest.mark.parametrize("method", ["optical", "kd_mse"])
 def test_packed_step_equals_padded_step(tiny, multilingual_texts, method):
   """Token packing (models/packing.py) changes the step's cost, not its result."""
@@ -102,9 +112,7 @@ def test_packed_step_equals_padded_step(tiny, multilingual_texts, method):
   for key in ("loss", "loss_ot", "loss_contrastive", "grad_norm"):
     if key in m_pad:
       np.testing.assert_allclose(float(m_pack[key]), float(m_pad[key]), rtol=2e-5, err_msg=key)
-  for k in trainable:
-    np.testing.assert_allclose(np.asarray(s_pack.params[k]), np.asarray(s_pad.params[k]),
-                               atol=1e-6, rtol=0, err_msg=k)
+  _assert_same_updates(trainable, s_pad.params, s_pack.params)
 
 
 def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):
@@ -204,6 +212,4 @@ def test_packed_teacher_step_equals_padded_step(tiny_dir, scoring):
   (s_pad, m_pad), (s_pack, m_pack) = results
   for key in ("loss", "grad_norm", "pos_score"):
     np.testing.assert_allclose(float(m_pack[key]), float(m_pad[key]), rtol=2e-5, err_msg=key)
-  for k in params:
-    np.testing.assert_allclose(np.asarray(s_pack.params[k]), np.asarray(s_pad.params[k]),
-                               atol=1e-6, rtol=0, err_msg=k)
+  _assert_same_updates(params, s_pad.params, s_pack.params)
