@@ -85,6 +85,8 @@ def packing_budget(config: ml_collections.ConfigDict,
                                        for k, v in budget.items())
                              or "nothing to gain (no side has padding to skip)"), flush=True)
   return budget
+
+
 # (model, name) -> metrics; `name` names the run files (eval/NAME.run).
 Evaluate = Callable[[nnx.Module, str], Mapping[str, float]]
 
