@@ -39,6 +39,7 @@ from optical_jax.data import sources
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
+from optical_jax.training import job as job_lib
 from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
@@ -74,13 +75,14 @@ def bible_batches(directory, batch, length, packing):
   """The demo's pairs as its step reads them: (padded batch, packed batch or None).
 
   The first step of the demo's order (Chichewa queries, English passages),
-  tokenised by `directory`'s tokenizer and padded to `length`; with `packing`,
-  the same batch with the packed budget the distill job would take (from its
-  first 32 steps).
+  tokenised by `directory`'s tokenizer and padded to `length`; and the same
+  batch with the packed budget the distill job takes under
+  `train.token_packing=packing` on one device (None where it does not pack).
   """
   c = config_lib.default()    # configs/demo.py's data: the Bible, the default seed
   c.data.source, c.eval.collection = "bible", "none"
-  c.train.update(batch_size=batch, max_length=length)
+  c.train.update(batch_size=batch, max_length=length, token_packing=packing)
+  c.parallel.use_mesh = "no"
   src, tgt, _, order = sources.load(c, with_order=True)
   tok = tokenizer_lib.Tokenizer.from_pretrained(directory)
 
@@ -90,11 +92,8 @@ def bible_batches(directory, batch, length, packing):
                               src_prefix=c.text.src_prefix, tgt_prefix=c.text.tgt_prefix,
                               max_length=length, batch_size=batch, capacities=capacities)
 
-  padded = build(0)
-  if not packing:
-    return padded, None
-  capacities = batches.pack_capacities([batches.pair_masks(build(s)) for s in range(32)])
-  return padded, build(0, capacities)
+  capacities = job_lib.packing_budget(c, lambda s, _: batches.pair_masks(build(s)), order)
+  return build(0), (build(0, capacities) if capacities is not None else None)
 
 
 def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg, dtype):
@@ -206,9 +205,8 @@ def main():
   directory = devices.resolve_model(args.model, args.cache)
   with open(f"{directory}/config.json", encoding="utf-8") as f:
     ecfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
-  packing = args.packing == "on" or (args.packing == "auto" and jax.default_backend() == "cpu")
   if args.text == "bible":
-    batch, packed = bible_batches(directory, args.batch, args.length, packing)
+    batch, packed = bible_batches(directory, args.batch, args.length, args.packing)
   else:
     rng = np.random.default_rng(0)
     ids_s = rng.integers(5, min(ecfg.vocab_size, 250_000),

@@ -42,11 +42,19 @@ def pair_batch(tokenizer: tokenizer_lib.Tokenizer, src: Sequence[str], tgt: Sequ
       b.mask = np.pad(b.mask, ((0, 0), (0, pad)))
       b.special = np.pad(b.special, ((0, 0), (0, pad)))
     sides.update({f"{side}_ids": b.ids, f"{side}_mask": b.mask, f"{side}_special": b.special})
+  return _with_packs(sides, pair_masks(sides), capacities)
+
+
+def _with_packs(batch: dict[str, np.ndarray], masks: Mapping[str, np.ndarray],
+                capacities: Mapping[str, int] | None) -> dict[str, np.ndarray]:
+  """`batch` plus '<side>_pack' (`packing.pack_index`) for each side of `masks`
+  that has a budget in `capacities` and fits it."""
+  for side, mask in masks.items():
     if capacities and side in capacities:
-      index = packing.pack_index(b.mask, capacities[side])
+      index = packing.pack_index(mask, capacities[side])
       if index is not None:
-        sides[f"{side}_pack"] = index
-  return sides
+        batch[f"{side}_pack"] = index
+  return batch
 
 
 def pack_capacities(sample: Sequence[Mapping[str, np.ndarray]]) -> dict[str, int]:
@@ -105,8 +113,4 @@ def triple_batch(tokenizer: tokenizer_lib.Tokenizer, batch: Sequence[triples_lib
       ("p", [t.positive for t in batch], doc_prefix, max_length),
       ("n", [t.negative for t in batch], doc_prefix, max_length)):
     out[f"{side}_ids"], out[f"{side}_mask"] = _padded(tokenizer, texts, prefix, length)
-  for side, mask in triple_masks(out).items() if capacities else ():
-    index = packing.pack_index(mask, capacities[side]) if side in capacities else None
-    if index is not None:
-      out[f"{side}_pack"] = index
-  return out
+  return _with_packs(out, triple_masks(out), capacities)

@@ -6,7 +6,7 @@ its texts are shorter: on the demo's Chichewa-English Bible pairs at 64 tokens,
 padded encoder spends that share of its matmuls on them. Everything in a BERT
 block except attention acts on each token alone (the projections, the MLP,
 LayerNorm, the residuals), so those run on the batch's real tokens gathered
-into `[C, ...]` rows (C >= the real tokens, a few shapes per run); attention
+into `[C, ...]` rows (C >= the real tokens, one budget per run); attention
 reads `[B, L]` rows again and is unpacked around. On real positions the result
 is the padded encoder's, to float rounding.
 
