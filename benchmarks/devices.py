@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optical_jax.core import cpu
 from optical_jax.models import activations
 
 # The shapes of the two e5 models users distil (their HF config.json fields).
@@ -51,17 +52,8 @@ def device() -> str:
   d = jax.devices()[0]
   if d.platform != "cpu":
     return f"{d.device_kind} ({jax.device_count()} x {d.platform})"
-  model, flags = "unknown CPU", set()
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name") and model == "unknown CPU":
-        model = line.split(":", 1)[1].strip()
-      elif line.startswith("flags") and not flags:
-        flags = set(line.split(":", 1)[1].split())
-  except OSError:
-    pass
-  has = [f for f in CPU_FLAGS if f in flags]
-  return f"{model}, {os.cpu_count()} cores, {' '.join(has) or 'flags unknown'}"
+  has = [f for f in CPU_FLAGS if f in cpu.flags()]
+  return f"{cpu.model()}, {os.cpu_count()} cores, {' '.join(has) or 'flags unknown'}"
 
 
 def spec_peak_tflops(dtype: str) -> float | None:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optical_jax.core import cpu
 from optical_jax.core import xla_flags
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
@@ -42,9 +43,11 @@ def encoder_flops(cfg, batch: int, length: int) -> float:
 def run_jax(directory, ids, mask, args):
   model = weights.load_pretrained(directory, dtype=args.dtype, attention=args.attention)
   # Split once, as search/encode.py does: a module passed to a jitted function
-  # is walked on every call.
+  # is walked on every call; compiled with the options search/encode.py takes
+  # on this CPU (core/cpu.py), so this times what a user's encoding runs.
   graphdef, state = nnx.split(model)
-  encode = jax.jit(lambda s, i, k: nnx.merge(graphdef, s).token_embeddings(i, k))
+  encode = cpu.jit_forward(lambda s, i, k: nnx.merge(graphdef, s).token_embeddings(i, k),
+                           options=None if args.compile_options == "auto" else {})
   ids_j, mask_j = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
   start = time.perf_counter()
   out = encode(state, ids_j, mask_j).block_until_ready()
@@ -94,6 +97,10 @@ def main():
                            "erfc), not models/activations.py's: what that change bought")
   parser.add_argument("--dump_hlo", default=None,
                       help="write our compiled program's optimised HLO to this file")
+  parser.add_argument("--compile_options", default="auto", choices=["auto", "xla_default"],
+                      help="auto: the forward-program options core/cpu.py picks for this CPU "
+                           "(what search/encode.py uses); xla_default: none, to see what "
+                           "they buy")
   parser.add_argument("--engine", default="both", choices=["both", "jax", "torch"])
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense peak for MFU (default: datasheet, else measured)")
@@ -121,11 +128,14 @@ def main():
     seconds, outputs["torch"], name = run_torch(directory, ids, mask, args)
     rows.append((name, "torch", seconds))
   peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
+  options = (cpu.forward_compile_options(jax.default_backend())
+             if args.compile_options == "auto" else {}) or "XLA's defaults"
   flops = encoder_flops(cfg, args.batch, args.length)
   print(f"device: {devices.device()}; model {args.model}; batch {args.batch} x length "
         f"{args.length}, {args.dtype}, attention {args.attention}; {flops / 1e9:.0f} GFLOP "
         f"per batch; peak {peak:.3g} TFLOP/s ({source})"
-        + (f"; first call (compile + run) {compile_s:.1f} s" if "jax" in outputs else ""))
+        + (f"; first call (compile + run) {compile_s:.1f} s" if "jax" in outputs else "")
+        + (f"; compile options {options}" if "jax" in outputs else ""))
   if len(outputs) == 2 and args.dtype == "float32":
     diff = float(np.abs(outputs["jax"] - outputs["torch"]).max())
     print(f"max abs difference of token embeddings: {diff:.2e}")
@@ -140,7 +150,10 @@ def main():
         f.write(json.dumps({"benchmark": "encode", "engine": engine, "name": name,
                             "device": devices.device(), "model": args.model,
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
-                            "attention": args.attention, "variant": args.variant,
+                            "attention": args.attention,
+                            "variant": args.variant or ("xla_default compile options"
+                                                        if args.compile_options != "auto"
+                                                        else ""),
                             "seconds": s, "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 

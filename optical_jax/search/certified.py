@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import pathlib
 from typing import Any
 
 import jax
@@ -22,16 +21,6 @@ from optical_jax.search import chunks
 from optical_jax.search.chunks import Array
 
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-  """Whether this x86 CPU has bf16 dots (AVX512_BF16, AMX-BF16); XLA emulates them elsewhere."""
-  try:
-    flags = set(pathlib.Path("/proc/cpuinfo").read_bytes().split())
-  except OSError:
-    return False
-  return bool(flags & {b"avx512_bf16", b"amx_bf16"})
 
 
 def _frame(corpus: Array, similarity: str) -> np.ndarray:

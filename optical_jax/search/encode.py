@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from optical_jax.core import cpu
 from optical_jax.models import heads as heads_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 # once per call of `encode_texts`: passing the module itself to a jitted
 # function walks its whole graph on every batch: 3 ms of host time per call for
 # e5-small on a 2-core AMD EPYC (0.4 ms split), time a fast device spends idle.
-@functools.partial(jax.jit, static_argnums=0)
+# Compiled with the CPU-dependent options of a forward program (core/cpu.py).
+@functools.partial(cpu.jit_forward, static_argnums=0)
 def _pooled(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array,
             mask: jax.Array) -> jax.Array:
   return nnx.merge(graphdef, state)(ids, mask).astype(jnp.float32)
@@ -134,7 +136,7 @@ def encode_texts_cached(cache_dir: str | os.PathLike, model: heads_lib.TextModel
   return vecs
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(cpu.jit_forward, static_argnums=0)
 def _token_vectors(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array,
                    mask: jax.Array) -> jax.Array:
   # L2-normalised last-layer token vectors, as the late-interaction teacher scores them.

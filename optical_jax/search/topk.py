@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from optical_jax.core import cpu
 from optical_jax.search import certified as certified_lib
 from optical_jax.search import chunks
 from optical_jax.search.chunks import Array
@@ -95,7 +96,7 @@ def topk(queries: Array, corpus: Array, k: int, *, chunk_size: int = 131_072,
     return np.full((num_q, k), -np.inf, np.float32), np.full((num_q, k), -1, np.int32)
   certified = certified or (precision is None and not approx and mesh is None and num_q >= 512
                             and n >= 256 * (num_cand + 1) and jax.default_backend() == "cpu"
-                            and certified_lib.cpu_has_bf16())
+                            and cpu.has_bf16_dots())
   # Balanced batches: 600 queries in 2 x 300, not 2 x 512 (424 padding).
   qf, batch = chunks.f32_rows(queries, similarity, np), chunks.balanced(num_q, query_batch_size)
   static = dict(k=k, similarity=similarity, approx=approx, recall_target=recall_target,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from optical_jax.core import cpu
 from optical_jax.search import certified
 from optical_jax.search import topk as topk_lib
 
@@ -143,7 +144,7 @@ def test_bf16_certified_is_the_default_where_it_pays(caplog):
   caplog.set_level(logging.DEBUG, logger=certified.__name__)
   q, x = vectors(num_q=512, n=4608, d=16, seed=13)  # k=1: K=17, N >= 256 (K + 1).
   check_exact(topk_lib.topk(q, x, 1), q, x, 1, "dot")
-  assert bool(caplog.records) == (certified.cpu_has_bf16() and jax.default_backend() == "cpu")
+  assert bool(caplog.records) == (cpu.has_bf16_dots() and jax.default_backend() == "cpu")
   caplog.clear()
   topk_lib.topk(q[:511], x, 1)  # Too few queries to pay for the per-call cast.
   assert not caplog.records
