@@ -42,10 +42,10 @@ def pair_batch(tokenizer: tokenizer_lib.Tokenizer, src: Sequence[str], tgt: Sequ
       b.mask = np.pad(b.mask, ((0, 0), (0, pad)))
       b.special = np.pad(b.special, ((0, 0), (0, pad)))
     sides.update({f"{side}_ids": b.ids, f"{side}_mask": b.mask, f"{side}_special": b.special})
-  return _with_packs(sides, pair_masks(sides), capacities)
+  return with_packs(sides, pair_masks(sides), capacities)
 
 
-def _with_packs(batch: dict[str, np.ndarray], masks: Mapping[str, np.ndarray],
+def with_packs(batch: dict[str, np.ndarray], masks: Mapping[str, np.ndarray],
                 capacities: Mapping[str, int] | None) -> dict[str, np.ndarray]:
   """`batch` plus '<side>_pack' (`packing.pack_index`) for each side of `masks`
   that has a budget in `capacities` and fits it."""
@@ -77,8 +77,9 @@ def pack_capacities(sample: Sequence[Mapping[str, np.ndarray]]) -> dict[str, int
 
 
 def pair_masks(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """`{side: mask}` of a `pair_batch`: what its encoders read."""
-  return {side: batch[f"{side}_mask"] for side in ("src", "tgt", "stu_tgt")
+  """`{side: mask}` of a `pair_batch`: what its encoders read (with 'tlm', the
+  concatenated pair of `tlm.add_tlm_inputs`, where the batch has it)."""
+  return {side: batch[f"{side}_mask"] for side in ("src", "tgt", "stu_tgt", "tlm")
           if f"{side}_mask" in batch}
 
 
@@ -113,4 +114,4 @@ def triple_batch(tokenizer: tokenizer_lib.Tokenizer, batch: Sequence[triples_lib
       ("p", [t.positive for t in batch], doc_prefix, max_length),
       ("n", [t.negative for t in batch], doc_prefix, max_length)):
     out[f"{side}_ids"], out[f"{side}_mask"] = _padded(tokenizer, texts, prefix, length)
-  return _with_packs(out, triple_masks(out), capacities)
+  return with_packs(out, triple_masks(out), capacities)

@@ -111,11 +111,12 @@ def _distill(setup: setup_lib.Setup, wd: pathlib.Path) -> dict[str, Any]:
         setup.tokenizer, src, [setup.tgt[i] for i in idx],
         src_prefix=config.text.src_prefix, tgt_prefix=config.text.tgt_prefix,
         max_length=tcfg.max_length, batch_size=len(idx),
-        student_reads_tgt=loss_cfg.both_sides, capacities=capacities)
+        student_reads_tgt=loss_cfg.both_sides)
     if pretrain is not None and pretrain.cfg.tlm_weight:
       batch = tlm.add_tlm_inputs(batch, pad_id=setup.tokenizer.pad_id,
                                  max_length=pretrain.cfg.tlm_max_length)
-    return batch
+    # Every side's pack index, the TLM pair's too (the MLM pass reuses 'src_pack').
+    return batches.with_packs(batch, batches.pair_masks(batch), capacities)
 
   # (Truncations in the sampled batches count when those steps run: make_batch
   # counts deltas.)

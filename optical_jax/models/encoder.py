@@ -411,14 +411,15 @@ class Encoder(nnx.Module):
 
   def __call__(self, ids: jax.Array, mask: jax.Array,
                type_ids: jax.Array | None = None, *,
-               output_layer: int | None = None) -> jax.Array:
+               output_layer: int | None = None, pack: jax.Array | None = None) -> jax.Array:
     """[B, L] ids and mask -> [B, L, H] token embeddings of one layer.
 
     `output_layer` is 1-based (0: the embedding output; negative counts from
-    the top, -1 the last block); the blocks above it are not run.
+    the top, -1 the last block); the blocks above it are not run. `pack`: as
+    in `hidden_states`.
     """
     stop = self.layer_index(output_layer)
-    return self.hidden_states(ids, mask, type_ids, num_layers=stop)[stop]
+    return self.hidden_states(ids, mask, type_ids, num_layers=stop, pack=pack)[stop]
 
   def layer_index(self, layer: int | None) -> int:
     """A 1-based or negative layer number -> index into `hidden_states`."""

@@ -65,18 +65,20 @@ class Pretraining:
 def masked_lm_term(encoder: encoder_lib.Encoder, head: lm_head.MLMHead, ids: jax.Array,
                    mask: jax.Array, special: jax.Array, rng: jax.Array, cfg: masking.MLMConfig, *,
                    vocab_size: int, mask_id: int, exclude_ids: Sequence[int] = (),
-                   type_ids: jax.Array | None = None, axis_name: str | None = None
-                   ) -> tuple[jax.Array, jax.Array]:
+                   type_ids: jax.Array | None = None, axis_name: str | None = None,
+                   pack: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(loss, accuracy) of masked-token prediction on one batch of sequences.
 
   Masks [B, L] `ids`, encodes them, and runs the head on only the
   `masking.max_predictions(L)` gathered positions per row, not all L: the [.., V]
-  logits are the largest tensor of the step (V = 250k for XLM-R).
+  logits are the largest tensor of the step (V = 250k for XLM-R). `pack` [C]
+  (`packing.pack_index` of `mask`): the encoder runs on the real tokens only;
+  masking keeps `mask`, so the unmasked sequence's index serves.
   """
   input_ids, labels, weights = masking.mask_tokens(rng, ids, mask, special, cfg,
                                            vocab_size=vocab_size, mask_id=mask_id,
                                            exclude_ids=exclude_ids)
-  hidden = encoder(input_ids, mask, type_ids)                          # [B, L, H]
+  hidden = encoder(input_ids, mask, type_ids, pack=pack)               # [B, L, H]
   k = masking.max_predictions(ids.shape[1], cfg.mask_rate)
   # Every chosen position has weight 1 > 0 and there are at most k, so the
   # top k hold them all; the slots left over carry weight 0.
@@ -106,7 +108,8 @@ def pretraining_loss(encoder: encoder_lib.Encoder, head: lm_head.MLMHead,
     batch: 'src_ids', 'src_mask', 'src_special' [B, Ls] for MLM; for TLM
       'tlm_ids', 'tlm_mask', 'tlm_special' [B, Lp] and optionally
       'tlm_type_ids' (used when the encoder has >= 2 token types), as
-      `tlm.add_tlm_inputs` writes them.
+      `tlm.add_tlm_inputs` writes them; 'src_pack' / 'tlm_pack' where the
+      batch packs those sides (`batches.with_packs`).
     rng: this step's key (typed or raw key data); MLM and TLM fold in 0 and 1,
       and under `pmap` the device index too, so no two masks repeat.
     cfg: weights and masking rates (static).
@@ -129,7 +132,8 @@ def pretraining_loss(encoder: encoder_lib.Encoder, head: lm_head.MLMHead,
   total, metrics = jnp.zeros((), jnp.float32), {}
   if cfg.mlm_weight:
     loss, acc = masked_lm_term(encoder, head, batch["src_ids"], batch["src_mask"],
-                               batch["src_special"], jax.random.fold_in(key, 0), cfg, **kw)
+                               batch["src_special"], jax.random.fold_in(key, 0), cfg,
+                               pack=batch.get("src_pack"), **kw)
     total += cfg.mlm_weight * loss
     metrics.update(loss_mlm=loss, mlm_accuracy=acc)
   if cfg.tlm_weight:
@@ -139,7 +143,7 @@ def pretraining_loss(encoder: encoder_lib.Encoder, head: lm_head.MLMHead,
     type_ids = batch.get("tlm_type_ids") if encoder.cfg.type_vocab_size >= 2 else None
     loss, acc = masked_lm_term(encoder, head, batch["tlm_ids"], batch["tlm_mask"],
                                batch["tlm_special"], jax.random.fold_in(key, 1), cfg,
-                               type_ids=type_ids, **kw)
+                               type_ids=type_ids, pack=batch.get("tlm_pack"), **kw)
     total += cfg.tlm_weight * loss
     metrics.update(loss_tlm=loss, tlm_accuracy=acc)
   return total, metrics

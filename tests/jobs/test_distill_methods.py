@@ -199,23 +199,36 @@ def test_mlm_and_tlm_train_beside_any_method_and_resume(tmp_path, monkeypatch):
     config_lib.check(c)
 
 
-def test_token_packing_in_the_job_changes_cost_not_results(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("method, pretrain, sides, length", [
+    ("kd_mse", {}, ("src", "tgt", "stu_tgt"), 64),   # kd_mse: the student reads English too
+    # MLM and TLM: at 32 tokens a side the TLM pair fits the tiny model's 64 positions.
+    ("optical", {"mlm_weight": 1.0, "tlm_weight": 0.5}, ("src", "tgt", "tlm"), 32)])
+def test_token_packing_in_the_job_changes_cost_not_results(tmp_path, monkeypatch, capsys,
+                                                           method, pretrain, sides, length):
   built = []
-  pair_batch = batches.pair_batch
-  monkeypatch.setattr(batches, "pair_batch",
-                      lambda *a, **kw: built.append(pair_batch(*a, **kw)) or built[-1])
+  with_packs = batches.with_packs
+  monkeypatch.setattr(batches, "with_packs",
+                      lambda *a, **kw: built.append(with_packs(*a, **kw)) or built[-1])
   losses_by_mode = {}
   for mode in ("off", "on"):
-    c = _config(tmp_path, "kd_mse")    # kd_mse: the student reads the English side too
+    c = _config(tmp_path, method)
+    if length < 64:   # 3 pairs in 4 cut to five words a side: padding to skip
+      pairs = tmp_path / "pairs.tsv"
+      rows = [line.split("\t") for line in pairs.read_text().splitlines()]
+      pairs.write_text("".join(
+          "\t".join(t if i % 4 == 3 else " ".join(t.split()[:5]) for t in row) + "\n"
+          for i, row in enumerate(rows)))
     with c.unlocked():
-      c.train.update(max_length=64, token_packing=mode)   # these texts leave padding
+      c.train.update(max_length=length, token_packing=mode)   # these texts leave padding
       c.parallel.use_mesh = "no"
+      c.pretrain.update(pretrain)
     built.clear()
     distill.run(c, str(tmp_path / mode))
     packed = [b for b in built if "src_pack" in b]
     if mode == "on":
-      assert "token packing: src" in capsys.readouterr().out
-      assert packed and all("tgt_pack" in b and "stu_tgt_pack" in b for b in packed)
+      said = [l for l in capsys.readouterr().out.splitlines() if l.startswith("token packing:")]
+      assert len(said) == 1 and all(f" {s} " in said[0] for s in sides), said
+      assert packed and all(f"{s}_pack" in b for b in packed for s in sides)
     else:
       assert not packed
     losses_by_mode[mode] = [r["loss"] for r in _train_records(tmp_path / mode)]

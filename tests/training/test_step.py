@@ -1,6 +1,7 @@
 """The pure steps (training/step.py) on a tiny model: the distillation and teacher steps
 lower their loss, frozen parts stay, bf16 activations keep a float32 OT solve."""
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +12,12 @@ import pytest
 from optical_jax import config as config_lib
 from optical_jax import models
 from optical_jax.data import batches
+from optical_jax.data import tlm
 from optical_jax.data import triples as triples_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 from optical_jax.search import encode as encode_lib
+from optical_jax.training import pretraining
 from optical_jax.training import state as state_lib
 from optical_jax.training import step as step_lib
 from optical_jax.training import trainable as trainable_lib
@@ -80,6 +83,22 @@ def _assert_same_updates(before, padded, packed):
                                atol=1e-4 * float(np.abs(d_pad).max()) + 1e-8)
 
 
+def _assert_packed_equals_padded(step, trainable, tx, frozen, params, padded, packed, keys):
+  """Two distill steps from the same start on each batch: `keys` of the metrics equal
+  to 2e-5, the updates as `_assert_same_updates`."""
+  results = []
+  for batch in (padded, packed):
+    state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
+    for _ in range(2):
+      state, metrics = step(state, frozen, params, batch)
+    results.append((state, metrics))
+  (s_pad, m_pad), (s_pack, m_pack) = results
+  for key in keys:
+    if key in m_pad:
+      np.testing.assert_allclose(float(m_pack[key]), float(m_pad[key]), rtol=2e-5, err_msg=key)
+  _assert_same_updates(trainable, s_pad.params, s_pack.params)
+
+
 @pytest.mark.parametrize("method", ["optical", "kd_mse"])
 def test_packed_step_equals_padded_step(tiny, multilingual_texts, method):
   """Token packing (models/packing.py) changes the step's cost, not its result."""
@@ -102,17 +121,50 @@ def test_packed_step_equals_padded_step(tiny, multilingual_texts, method):
   assert set(capacities) == set(sides), "the texts should leave padding to skip"
   packed = batches.pair_batch(tok, src, tgt, capacities=capacities, **kw)
   assert {f"{s}_pack" for s in sides} <= set(packed)
-  results = []
-  for batch in (padded, packed):
-    state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
-    for _ in range(2):
-      state, metrics = step(state, frozen, params, batch)
-    results.append((state, metrics))
-  (s_pad, m_pad), (s_pack, m_pack) = results
-  for key in ("loss", "loss_ot", "loss_contrastive", "grad_norm"):
-    if key in m_pad:
-      np.testing.assert_allclose(float(m_pack[key]), float(m_pad[key]), rtol=2e-5, err_msg=key)
-  _assert_same_updates(trainable, s_pad.params, s_pack.params)
+  _assert_packed_equals_padded(step, trainable, tx, frozen, params, padded, packed,
+                               ("loss", "loss_ot", "loss_contrastive", "grad_norm"))
+
+
+def test_packed_mlm_and_tlm_equal_padded(tiny_dir, tiny, multilingual_texts):
+  """The MLM pass reuses the source's pack index and TLM packs the concatenated pair:
+  cost, not result, changes (masks, losses, updates of the encoder and the LM head)."""
+  teacher, tok = tiny
+  parts, params = trainable_lib.ModelParts.split(teacher)
+  trainable, frozen = trainable_lib.split_trainable(params, "no_word_embeddings",
+                                                    teacher.encoder.cfg.num_layers)
+  spec, head = pretraining.Pretraining.create(
+      defaults.mlm_config(mlm_weight=1.0, tlm_weight=1.0), teacher, tiny_dir, tok, seed=0)
+  trainable = dict(trainable, **head)
+  tx = optax.sgd(0.1)   # as above: Adam would magnify rounding noise
+  loss_cfg = defaults.loss_config(ot=defaults.ot_config(num_iterations=20))
+  step = step_lib.jit_distill_step(parts, parts, loss_cfg, tx, layer_index=-1 % 3,
+                                   pretrain=spec)
+  # Every other text cut to three words: padding to skip at 32 tokens a side, and the
+  # TLM pair (at most 63) within the tiny model's 64 positions.
+  short = [t if i % 2 else " ".join(t.split()[:3]) for i, t in enumerate(multilingual_texts)]
+  padded = tlm.add_tlm_inputs(
+      batches.pair_batch(tok, short[2:10], short[:8],
+                         src_prefix="query: ", tgt_prefix="passage: ", max_length=32,
+                         batch_size=8), pad_id=tok.pad_id)
+  capacities = batches.pack_capacities([batches.pair_masks(padded)])
+  assert {"src", "tgt", "tlm"} <= set(capacities), "the texts should leave padding to skip"
+  packed = batches.with_packs(dict(padded), batches.pair_masks(padded), capacities)
+  assert packed["tlm_pack"].size == capacities["tlm"] < padded["tlm_mask"].size
+  # Packed, no encoder's MLP runs on a padded [B, L] side: the MLM pass (on the
+  # source's rows) and the TLM pass (on the pair's) included.
+  state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, seed=0)
+  ffn = teacher.encoder.cfg.intermediate_size
+
+  def padded_mlps(batch):
+    hlo = step.lower(state, frozen, params, batch).as_text(dialect="hlo")
+    return {length: len(re.findall(rf"= f32\[8,{length},{ffn}\]\S* dot\(", hlo))
+            for length in (32, padded["tlm_mask"].shape[1])}
+
+  assert all(padded_mlps(padded).values()), padded_mlps(padded)
+  assert not any(padded_mlps(packed).values()), padded_mlps(packed)
+  _assert_packed_equals_padded(step, trainable, tx, frozen, params, padded, packed,
+                               ("loss", "loss_mlm", "loss_tlm", "mlm_accuracy", "tlm_accuracy",
+                                "grad_norm"))
 
 
 def test_bfloat16_activations_with_float32_ot(tmp_path, multilingual_texts):
