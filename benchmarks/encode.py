@@ -57,7 +57,7 @@ def run_jax(directory, ids, mask, args):
       f.write(encode.lower(state, ids_j, mask_j).compile().as_text())
   seconds = timing.median_seconds(lambda: encode(state, ids_j, mask_j).block_until_ready(),
                                   args.repeats)
-  return seconds, compile_s, np.asarray(out, np.float32)
+  return seconds, compile_s, np.asarray(out, np.float32), encode.options
 
 
 def run_torch(directory, ids, mask, args):
@@ -122,20 +122,18 @@ def main():
 
   rows, outputs = [], {}
   if args.engine in ("both", "jax"):
-    seconds, compile_s, outputs["jax"] = run_jax(directory, ids, mask, args)
+    seconds, compile_s, outputs["jax"], options = run_jax(directory, ids, mask, args)
     rows.append(("optical_jax (jit)", "jax", seconds))
   if args.engine in ("both", "torch"):
     seconds, outputs["torch"], name = run_torch(directory, ids, mask, args)
     rows.append((name, "torch", seconds))
   peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
-  options = (cpu.forward_compile_options(jax.default_backend())
-             if args.compile_options == "auto" else {}) or "XLA's defaults"
   flops = encoder_flops(cfg, args.batch, args.length)
   print(f"device: {devices.device()}; model {args.model}; batch {args.batch} x length "
         f"{args.length}, {args.dtype}, attention {args.attention}; {flops / 1e9:.0f} GFLOP "
         f"per batch; peak {peak:.3g} TFLOP/s ({source})"
         + (f"; first call (compile + run) {compile_s:.1f} s" if "jax" in outputs else "")
-        + (f"; compile options {options}" if "jax" in outputs else ""))
+        + (f"; compile options {options or 'XLA defaults'}" if "jax" in outputs else ""))
   if len(outputs) == 2 and args.dtype == "float32":
     diff = float(np.abs(outputs["jax"] - outputs["torch"]).max())
     print(f"max abs difference of token embeddings: {diff:.2e}")

@@ -86,14 +86,13 @@ def forward_compile_options(platform: str, cpu_flags: Collection[str] | None = N
   return {}
 
 
-def jit_forward(fn: Callable, *, options: dict[str, Any] | None = None, **jit_kwargs
-                ) -> Callable:
+class jit_forward:  # pylint: disable=invalid-name  (used as `jax.jit` is)
   """`jax.jit(fn, **jit_kwargs)` with `forward_compile_options` for the backend.
 
   The options are picked at the first call (after the backend has started, so
   `XLA_FLAGS` set before it still apply). A jaxlib that does not know an option
   refuses to compile with it: the program then compiles without it, with one
-  warning, instead of failing the run.
+  warning, instead of failing the run. `options` says which took effect.
 
   Args:
     fn: the forward program.
@@ -101,29 +100,32 @@ def jit_forward(fn: Callable, *, options: dict[str, Any] | None = None, **jit_kw
       default backend); `{}` is plain `jax.jit`.
     **jit_kwargs: for `jax.jit` (static_argnums, ...).
   """
-  plain = jax.jit(fn, **jit_kwargs)
-  chosen: list[Callable] = []
 
-  @functools.wraps(fn)
-  def call(*args, **kwargs):
-    if chosen:
-      return chosen[0](*args, **kwargs)
-    opts = forward_compile_options(jax.default_backend()) if options is None else options
-    if not opts:
-      chosen.append(plain)
-      return plain(*args, **kwargs)
-    tuned = jax.jit(fn, compiler_options=opts, **jit_kwargs)
-    try:
-      out = tuned(*args, **kwargs)
-    except jax.errors.JaxRuntimeError as e:
-      if "compile option" not in str(e):
-        raise
-      log.warning("this jaxlib does not take the compile options %s (%s); "
-                  "compiling without them", sorted(opts), str(e).splitlines()[0])
-      chosen.append(plain)
-      return plain(*args, **kwargs)
-    chosen.append(tuned)
-    return out
+  def __init__(self, fn: Callable, *, options: dict[str, Any] | None = None, **jit_kwargs):
+    functools.update_wrapper(self, fn)
+    self._fn, self._jit_kwargs, self._try = fn, jit_kwargs, options
+    self._jitted: Callable | None = None
+    self.options: dict[str, Any] | None = None   # in effect, once chosen
 
-  call.lower = lambda *a, **k: (chosen[0] if chosen else plain).lower(*a, **k)
-  return call
+  def __call__(self, *args, **kwargs):
+    if self._jitted is not None:
+      return self._jitted(*args, **kwargs)
+    opts = forward_compile_options(jax.default_backend()) if self._try is None else self._try
+    if opts:
+      tuned = jax.jit(self._fn, compiler_options=opts, **self._jit_kwargs)
+      try:
+        out = tuned(*args, **kwargs)
+      except jax.errors.JaxRuntimeError as e:
+        if "compile option" not in str(e):
+          raise
+        log.warning("this jaxlib does not take the compile options %s (%s); "
+                    "compiling without them", sorted(opts), str(e).splitlines()[0])
+      else:
+        self._jitted, self.options = tuned, opts
+        return out
+    self._jitted, self.options = jax.jit(self._fn, **self._jit_kwargs), {}
+    return self._jitted(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    """The chosen program's `lower` (call it first; before, XLA's defaults)."""
+    return (self._jitted or jax.jit(self._fn, **self._jit_kwargs)).lower(*args, **kwargs)

@@ -69,6 +69,7 @@ def test_this_jaxlib_takes_the_option_and_results_equal_xla_defaults(caplog):
   # The option reaches the compiler: no matmul left in a YNNPACK fusion.
   assert "ynn_fusion" not in tuned.lower(x, w).compile().as_text()
   np.testing.assert_allclose(tuned(x, w), got)   # the chosen program is reused
+  assert tuned.options == {cpu.YNN_FUSIONS: ""}
 
 
 def test_an_option_this_jaxlib_lacks_falls_back_with_one_warning(caplog):
@@ -79,9 +80,13 @@ def test_an_option_this_jaxlib_lacks_falls_back_with_one_warning(caplog):
   np.testing.assert_allclose(f(x, w), jax.jit(_mlp)(x, w))
   assert len(caplog.records) == 1
   assert "xla_cpu_no_such_option_anywhere" in caplog.text
+  assert f.options == {}
 
 
-def test_static_arguments_pass_through():
-  f = cpu.jit_forward(lambda n, x: x * n, static_argnums=0, options={})
-  assert float(f(3, jnp.ones(()))) == 3.0
-  assert float(f(4, jnp.ones(()))) == 4.0
+@pytest.mark.parametrize("options", [{}, {cpu.YNN_FUSIONS: ""}])
+def test_static_arguments_pass_through(options):
+  # `n` sets a shape: traced instead of static, jnp.ones(n) would fail.
+  f = cpu.jit_forward(lambda n, x: jnp.ones(n) * x, static_argnums=0, options=options)
+  assert f(3, jnp.float32(2)).shape == (3,)
+  assert f(4, jnp.float32(2)).tolist() == [2.0] * 4
+  assert f.options == options
