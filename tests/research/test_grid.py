@@ -84,3 +84,16 @@ def test_a_config_field_added_later_keeps_finished_cells(tmp_path, qrels_path):
   done.write_text(json.dumps(record))
   with pytest.raises(config_lib.ConfigError, match="eval.zero_shot differs"):
     grid_lib.run_grid(config, tmp_path, job=calls)
+
+
+def test_more_seeds_later_run_only_the_new_seeds(tmp_path, qrels_path):
+  """A grid run with one seed, re-run with three into the same workdir: the finished
+  seed-0 cells are kept (the seeds are not part of a cell's config) and the report
+  averages over all three."""
+  grid_lib.run_grid(make_config(GRID, seeds=(0,), qrels=qrels_path), tmp_path, job=fake_job)
+  job = Counting()
+  summary = grid_lib.run_grid(make_config(GRID, seeds=(0, 1, 2), qrels=qrels_path), tmp_path,
+                              job=job)
+  assert sorted(job.calls) == sorted(str(tmp_path / "cells" / c / f"seed{s}")
+                                     for c, _ in GRID for s in (1, 2))
+  assert all(summary.cells[c].seeds == (0, 1, 2) for c, _ in GRID)
