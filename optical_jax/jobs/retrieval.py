@@ -157,7 +157,9 @@ def _search(config: ml_collections.ConfigDict, workdir: str, query_encoder: str)
 def compare_mode(config: ml_collections.ConfigDict, workdir: str, *,
                  runs: Sequence[str] = (), baseline: str | None = None,
                  qrels: str | None = None, **_) -> str:
-  """Markdown table of --runs against --baseline (a name or a path among --runs)."""
+  """Markdown table of --runs against --baseline (a name or a path among --runs); on a
+  multilingual collection (query ids `lang/id`) then one table per language, each
+  tested on that language's queries alone."""
   if len(runs) < 2:
     raise ValueError("compare needs --runs with two or more run files")
   loaded = {_run_name(p): trec.read_run(p) for p in runs}
@@ -166,9 +168,16 @@ def compare_mode(config: ml_collections.ConfigDict, workdir: str, *,
   base = _run_name(baseline) if baseline else _run_name(runs[0])
   if base not in loaded:
     raise ValueError(f"--baseline {baseline!r} is not one of --runs {list(loaded)}")
-  result = significance.compare(_qrels(config, qrels), loaded, base, config.eval.metrics,
-                                seed=config.seed)
+  judged = _qrels(config, qrels)
+  result = significance.compare(judged, loaded, base, config.eval.metrics, seed=config.seed)
   table = significance.markdown_table(result)
+  for lang, lang_qrels in significance.by_language(judged).items():
+    # Each run cut to the language's queries: the others are not unjudged queries here.
+    lang_runs = {name: {q: docs for q, docs in run.items() if q in lang_qrels}
+                 for name, run in loaded.items()}
+    result = significance.compare(lang_qrels, lang_runs, base, config.eval.metrics,
+                                  seed=config.seed)
+    table += f"\n{lang} ({result.n_queries} queries):\n\n" + significance.markdown_table(result)
   wd = pathlib.Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   (wd / "compare.md").write_text(table)

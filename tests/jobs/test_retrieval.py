@@ -1,5 +1,6 @@
 """The index / search / evaluate / compare modes on a tiny model and collection."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from optical_jax import config as config_lib
 from optical_jax.data import trec
 from optical_jax.evaluation import metrics as metrics_lib
+from optical_jax.evaluation import significance
 from optical_jax.jobs import retrieval as retrieval_modes
 from optical_jax.search import encode as encode_lib
 from optical_jax.training import setup as setup_lib
@@ -87,3 +89,32 @@ def test_compare_needs_two_runs(tiny_setup, tmp_path):
   config, _ = tiny_setup
   with pytest.raises(ValueError, match="two or more"):
     retrieval_modes.compare_mode(config, str(tmp_path), runs=["a.run"])
+
+
+def test_compare_per_language(tmp_path):
+  """On `lang/id` queries compare adds a table per language, tested on its queries only:
+  a run better on one language only is marked there and not on the other."""
+  qrels = {f"{lang}/q{i}": {f"d{i}": 1} for lang in ("xx", "yy") for i in range(30)}
+  rank = dict(zip(qrels, np.random.default_rng(0).integers(1, 6, len(qrels)).tolist()))
+  (tmp_path / "qrels.txt").write_text(
+      "".join(f"{q} 0 {d} 1\n" for q, rels in qrels.items() for d in rels))
+
+  def run(first_in):   # the relevant document first in `first_in`, else at rank[q] (1-5)
+    out = {}
+    for q, rels in qrels.items():
+      order = [f"n{j}" for j in range(9)]
+      order.insert(0 if q.startswith(first_in) else rank[q], next(iter(rels)))
+      out[q] = {d: 10.0 - j for j, d in enumerate(order)}
+    return out
+
+  trec.write_run(tmp_path / "base.run", run("none"), tag="base")
+  trec.write_run(tmp_path / "better_xx.run", run("xx/"), tag="better_xx")
+  table = retrieval_modes.compare_mode(
+      config_lib.default(), str(tmp_path / "cmp"), qrels=str(tmp_path / "qrels.txt"),
+      runs=[str(tmp_path / "base.run"), str(tmp_path / "better_xx.run")])
+  overall, xx, yy = re.split(r"\n(?:xx|yy) \(30 queries\):\n", table)
+  row = lambda t: next(l for l in t.splitlines() if l.startswith("| better_xx"))
+  assert "60 queries" in overall and significance.SIGNIFICANT_MARK in row(overall)
+  assert significance.SIGNIFICANT_MARK in row(xx) and "30 queries" in xx
+  assert "(+0.0000)" in row(yy) and significance.SIGNIFICANT_MARK not in row(yy)
+  assert (tmp_path / "cmp" / "compare.md").read_text() == table
