@@ -71,6 +71,19 @@ def merge(per_language: Mapping[str, collection_lib.EvalCollection]
   return collection_lib.EvalCollection(queries=queries, docs=docs, qrels=qrels)
 
 
+def qrels_by_language(qrels: Mapping[str, Mapping[str, int]]
+                      ) -> dict[str, dict[str, Mapping[str, int]]]:
+  """{lang: the qrels of its queries}, sorted by language, when every query id is
+  `lang/id` (as `merge` writes them) and there are two or more languages; else {}."""
+  langs: dict[str, dict[str, Mapping[str, int]]] = {}
+  for qid, rels in qrels.items():
+    lang, sep, rest = qid.partition(_SEP)
+    if not (sep and lang and rest):
+      return {}
+    langs.setdefault(lang, {})[qid] = rels
+  return dict(sorted(langs.items())) if len(langs) > 1 else {}
+
+
 def _dir(path: str) -> str | None:
   return os.path.expanduser(path) if path else None
 

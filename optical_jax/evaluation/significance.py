@@ -3,8 +3,7 @@
 `compare` evaluates several runs on the same qrels and tests each against a
 baseline with a paired t-test and a paired randomization test (sign flips);
 `markdown_table` marks a difference significant (`SIGNIFICANT_MARK`) when both
-tests say p < alpha. `by_language` splits a multilingual collection's qrels
-(query ids `lang/id`) so that each language can be compared on its own queries.
+tests say p < alpha.
 """
 from __future__ import annotations
 
@@ -129,19 +128,6 @@ def compare(qrels: Mapping[str, Mapping[str, int]],
 
 
 SIGNIFICANT_MARK = "†"
-
-
-def by_language(qrels: Mapping[str, Mapping[str, int]]
-                ) -> dict[str, dict[str, Mapping[str, int]]]:
-  """{lang: the qrels of its queries} when every query id is `lang/id`, as the
-  multilingual collections name them, and there are two or more languages; else {}."""
-  langs: dict[str, dict[str, Mapping[str, int]]] = {}
-  for qid, rels in qrels.items():
-    lang, sep, rest = qid.partition("/")
-    if not (sep and lang and rest):
-      return {}
-    langs.setdefault(lang, {})[qid] = rels
-  return dict(sorted(langs.items())) if len(langs) > 1 else {}
 
 
 def markdown_table(result: CompareResult, digits: int = 4) -> str:

@@ -17,6 +17,7 @@ from typing import Sequence
 import ml_collections
 
 from optical_jax import models
+from optical_jax.data import layouts
 from optical_jax.data import trec
 from optical_jax.evaluation import metrics as metrics_lib
 from optical_jax.evaluation import significance
@@ -171,7 +172,7 @@ def compare_mode(config: ml_collections.ConfigDict, workdir: str, *,
   judged = _qrels(config, qrels)
   result = significance.compare(judged, loaded, base, config.eval.metrics, seed=config.seed)
   table = significance.markdown_table(result)
-  for lang, lang_qrels in significance.by_language(judged).items():
+  for lang, lang_qrels in layouts.qrels_by_language(judged).items():
     # Each run cut to the language's queries: the others are not unjudged queries here.
     lang_runs = {name: {q: docs for q, docs in run.items() if q in lang_qrels}
                  for name, run in loaded.items()}

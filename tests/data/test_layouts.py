@@ -111,3 +111,19 @@ def test_mixed_bitext_concatenates_the_languages_in_order(tfds_dir):
 def test_mix_sources_errors_name_the_key(tfds_dir, sources, data, match):
   with pytest.raises(ValueError, match=match):
     layouts.mixed_bitext(_mix_config(tfds_dir, *sources, **data))
+
+
+def test_qrels_by_language_splits_only_fully_prefixed_multilingual_qrels():
+  qrels = {"sw/q1": {"d1": 1}, "sw/q2": {"d2": 1}, "en/q1": {"d1": 1}}
+  assert layouts.qrels_by_language(qrels) == {"en": {"en/q1": {"d1": 1}},
+                                            "sw": {"sw/q1": {"d1": 1}, "sw/q2": {"d2": 1}}}
+  assert list(layouts.qrels_by_language(qrels)) == ["en", "sw"]
+  assert layouts.qrels_by_language({"sw/q1": {"d1": 1}, "sw/q2": {"d2": 1}}) == {}  # one language
+  assert layouts.qrels_by_language({**qrels, "q3": {"d3": 1}}) == {}    # an unprefixed id
+  assert layouts.qrels_by_language({**qrels, "/q3": {"d3": 1}}) == {}
+  # The inverse of `merge` on its qrels.
+  merged = layouts.merge({
+      lang: collection_lib.EvalCollection(queries={"q": "text"}, docs={"d": "doc"},
+                                          qrels={"q": {"d": 1}}) for lang in ("sw", "en")})
+  assert layouts.qrels_by_language(merged.qrels) == {"en": {"en/q": {"en/d": 1}},
+                                                    "sw": {"sw/q": {"sw/d": 1}}}

@@ -72,12 +72,3 @@ def test_paired_tests_against_scipy_and_exact_enumeration():
   assert p == significance.randomization_test(a, b, n_permutations=20_000, seed=3)
   assert p != significance.randomization_test(a, b, n_permutations=20_000, seed=4)
 
-
-def test_by_language_splits_only_fully_prefixed_multilingual_qrels():
-  qrels = {"sw/q1": {"d1": 1}, "sw/q2": {"d2": 1}, "en/q1": {"d1": 1}}
-  assert significance.by_language(qrels) == {"en": {"en/q1": {"d1": 1}},
-                                            "sw": {"sw/q1": {"d1": 1}, "sw/q2": {"d2": 1}}}
-  assert list(significance.by_language(qrels)) == ["en", "sw"]
-  assert significance.by_language({"sw/q1": {"d1": 1}, "sw/q2": {"d2": 1}}) == {}  # one language
-  assert significance.by_language({**qrels, "q3": {"d3": 1}}) == {}    # an unprefixed id
-  assert significance.by_language({**qrels, "/q3": {"d3": 1}}) == {}
