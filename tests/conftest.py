@@ -31,8 +31,34 @@ def pytest_configure(config):
 
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
+
+_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Records whether a test's body passed, for `tmp_path` below."""
+  report = yield
+  if report.when == "call":
+    item.stash[_PASSED] = report.passed
+  return report
+
+
+@pytest.fixture
+def tmp_path(tmp_path, request):
+  """pytest's `tmp_path`, removed as soon as its test passes; a failing test's stays.
+
+  The real-model tests train e5-small and keep its checkpoints (about 230 MB each, two
+  per cell); kept to the end of the run, as pytest does by default, they add up to
+  several GB, and a run on a machine with little free disk failed with ENOSPC half-way.
+  """
+  yield tmp_path
+  if request.node.stash.get(_PASSED, False):
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 

@@ -32,8 +32,14 @@ def test_float32_values_and_gradients_match_pytorch(form):
   # an absolute 1e-6 of the float64 value.
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(dgot, dwant, rtol=1e-6, atol=1e-6)
+  # Against PyTorch's own float32 GELU: not equal to 1e-6, as that one is itself off
+  # the float64 value by up to 1e-6 (near x = -3.4, torch 2.13 on CPU), so two forms
+  # each within 1e-6 of the truth can differ by more. What a user replacing PyTorch
+  # needs is that ours is no less accurate than it, anywhere on the grid.
   torch32 = torch.nn.functional.gelu(torch.tensor(x)).numpy()
-  np.testing.assert_allclose(got, torch32, rtol=1e-6, atol=1e-6)
+  ours_err = np.abs(got.astype(np.float64) - want).max()
+  torch_err = np.abs(torch32.astype(np.float64) - want).max()
+  assert ours_err <= torch_err, (ours_err, torch_err)
   assert got.dtype == np.float32
 
 
