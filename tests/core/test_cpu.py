@@ -43,9 +43,9 @@ def test_bf16_dots_need_avx512_bf16_or_amx(flags, expected):
   assert cpu.has_bf16_dots(flags) is expected
 
 
-def test_ynnpack_fusions_go_off_only_on_x86_cpus_without_avx512():
+def test_ynnpack_fusions_go_off_only_on_x86_cpus():
   assert cpu.forward_compile_options("cpu", AVX2_ONLY) == {cpu.YNN_FUSIONS: ""}
-  assert cpu.forward_compile_options("cpu", AVX512) == {}   # not measured there
+  assert cpu.forward_compile_options("cpu", AVX512) == {cpu.YNN_FUSIONS: ""}
   assert cpu.forward_compile_options("cpu", ARM) == {}
   assert cpu.forward_compile_options("cpu", set()) == {}
   assert cpu.forward_compile_options("gpu", AVX2_ONLY) == {}
