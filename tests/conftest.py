@@ -54,6 +54,9 @@ def tmp_path(tmp_path, request):
   The real-model tests train e5-small and keep its checkpoints (about 230 MB each, two
   per cell); kept to the end of the run, as pytest does by default, they add up to
   several GB, and a run on a machine with little free disk failed with ENOSPC half-way.
+  This is pytest's own `tmp_path_retention_policy = "failed"`, which only an ini file
+  (pytest.ini, setup.cfg, pyproject.toml) can set; the project has none, and the test
+  command stays the plain one the README gives.
   """
   yield tmp_path
   if request.node.stash.get(_PASSED, False):
