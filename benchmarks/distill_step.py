@@ -36,6 +36,7 @@ from optical_jax import config as config_lib
 from optical_jax.core import xla_flags
 from optical_jax.data import batches
 from optical_jax.data import sources
+from optical_jax.models import attention as attention_lib
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
@@ -166,7 +167,7 @@ def main():
   parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   parser.add_argument("--iterations", type=int, default=50)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"])
+  parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense peak for MFU (default: datasheet, else measured)")
   parser.add_argument("--trainable", default="no_word_embeddings",
@@ -270,7 +271,9 @@ def main():
   print(f"device: {devices.device()}; model {args.model}; trainable {args.trainable}; batch "
         f"{args.batch} pairs x length {args.length} of {text}, {args.iterations} Sinkhorn "
         "iterations, "
-        f"{args.dtype}, attention {args.attention}; step {flops / 1e9:.0f} GFLOP; peak "
+        f"{args.dtype}, attention {args.attention} ("
+        f"{attention_lib.attention_implementation(args.attention, args.dtype, ecfg.head_dim)}"
+        f"); step {flops / 1e9:.0f} GFLOP; peak "
         f"{peak:.3g} TFLOP/s ({source})"
         + (f"; first call (compile) {compile_s:.1f} s" if compile_s is not None else ""))
   print(f"{'engine':<24}{'median s/step':>14}{'pairs/s':>10}{'MFU':>8}")

@@ -26,6 +26,7 @@ import numpy as np
 
 from optical_jax.core import cpu
 from optical_jax.core import xla_flags
+from optical_jax.models import attention as attention_lib
 from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
 
@@ -91,7 +92,7 @@ def main():
   parser.add_argument("--length", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"])
+  parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
   parser.add_argument("--jax_nn_gelu", action="store_true",
                       help="our GELU as jax.nn.gelu(approximate=False) computes it (through "
                            "erfc), not models/activations.py's: what that change bought")
@@ -130,7 +131,9 @@ def main():
   peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
   flops = encoder_flops(cfg, args.batch, args.length)
   print(f"device: {devices.device()}; model {args.model}; batch {args.batch} x length "
-        f"{args.length}, {args.dtype}, attention {args.attention}; {flops / 1e9:.0f} GFLOP "
+        f"{args.length}, {args.dtype}, attention {args.attention} ("
+        f"{attention_lib.attention_implementation(args.attention, args.dtype, cfg.head_dim)}"
+        f"); {flops / 1e9:.0f} GFLOP "
         f"per batch; peak {peak:.3g} TFLOP/s ({source})"
         + (f"; first call (compile + run) {compile_s:.1f} s" if "jax" in outputs else "")
         + (f"; compile options {options or 'XLA defaults'}" if "jax" in outputs else ""))

@@ -39,9 +39,10 @@ def default() -> ml_collections.ConfigDict:
                                         # the student starts as a copy of it
   c.model.dtype = "float32"             # activations and matmuls: float32 | bfloat16
   c.model.param_dtype = "float32"       # parameters: float32 | bfloat16
-  # Attention: auto (cuDNN's fused kernel on NVIDIA GPUs in bf16 / fp16, else
-  # XLA's) | xla | cudnn (an error where it cannot run).
+  # Attention: auto (cuDNN on NVIDIA GPUs in bf16 / fp16, chunked on one CPU device,
+  # else xla) | xla | cudnn (an error where it cannot run) | chunked (models/attention.py)
   c.model.attention = "auto"
+  c.model.attention_chunk_mib = 8.0     # chunked: float32 scores per chunk
 
   c.text = ml_collections.ConfigDict()
   c.text.src_prefix = "query: "         # student, low-resource side of the bitext
@@ -260,10 +261,7 @@ def differences(saved: dict, now: dict, defaults: dict | None = None) -> list[st
   still matches a config that leaves the field at its default, so adding a
   config field does not orphan finished runs and checkpoints.
   """
-  if defaults is None:
-    defaults = flatten(json.loads(default().to_json_best_effort()))
-  else:
-    defaults = flatten(defaults)
+  defaults = flatten(json.loads(default().to_json_best_effort()) if defaults is None else defaults)
   old, new = flatten(saved), flatten(now)
   missing = object()
   return sorted(k for k in old.keys() | new.keys()
@@ -281,6 +279,7 @@ def _build(key: str, factory, **kwargs):
 # cached, how attention is computed on the platform at hand, whether encoders
 # skip padding. Records leave them out.
 NOT_RECORDED = ("train.log_every", "train.progress", "data.tfds_dir", "model.attention",
+                "model.attention_chunk_mib",
                 "eval.cache_dir", "eval.batch_size", "eval.every_steps", "train.token_packing")
 
 
@@ -385,7 +384,7 @@ def check(c: ml_collections.ConfigDict) -> None:
              "data.on_bad_line": ("error", "skip"),
              "eval.collection": ("bible", "files", "none", "miracl", "mlqa", "multi30k"),
              "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
-             "model.attention": ("auto", "xla", "cudnn"),
+             "model.attention": ("auto", "xla", "cudnn", "chunked"),
              "parallel.step": ("shard_map", "pmap"), "parallel.use_mesh": ("auto", "yes", "no"),
              "train.token_packing": ("auto", "on", "off")}
   if c.method not in (*losses.METHODS, *losses.UNTRAINED):
@@ -406,8 +405,9 @@ def check(c: ml_collections.ConfigDict) -> None:
       why = (" (0 would delete every checkpoint, the last one too)"
              if key == "checkpoint.max_to_keep" else "")
       raise ConfigError(f"config.{key} must be >= 1, got {c[block][field]}{why}")
-  if not c.train.lr > 0:
-    raise ConfigError(f"config.train.lr must be > 0, got {c.train.lr}")
+  for block, field in (("train", "lr"), ("model", "attention_chunk_mib")):
+    if not c[block][field] > 0:
+      raise ConfigError(f"config.{block}.{field} must be > 0, got {c[block][field]}")
   if not 0 <= c.train.warmup_frac < 1:
     raise ConfigError(f"config.train.warmup_frac must be in [0, 1), got {c.train.warmup_frac}")
   needed = {}

@@ -24,6 +24,17 @@ def test_check_names_the_key():
   c.data.on_bad_line = "ignore"
   with pytest.raises(config_lib.ConfigError, match=r"config\.data\.on_bad_line='ignore'"):
     config_lib.check(c)
+  for block, field in (("train", "lr"), ("model", "attention_chunk_mib")):
+    c = config_lib.default()
+    c[block][field] = 0.0
+    with pytest.raises(config_lib.ConfigError, match=rf"config\.{block}\.{field} must be > 0"):
+      config_lib.check(c)
+  c = config_lib.default()
+  c.model.attention = "chunked"
+  config_lib.check(c)
+  c.model.attention = "flash"
+  with pytest.raises(config_lib.ConfigError, match=r"config\.model\.attention='flash'"):
+    config_lib.check(c)
 
 
 def test_unknown_and_missing_keys_are_named():

@@ -121,7 +121,8 @@ def _evaluate_export(config: ml_collections.ConfigDict, wd: pathlib.Path,
     raise config_lib.ConfigError("config.eval.collection is 'none': nothing to evaluate on")
   model, tokenizer, _ = models.load(str(wd / "export"), dtype=config.model.dtype,
                                     param_dtype=config.model.param_dtype,
-                                    attention=config.model.attention)
+                                    attention=config.model.attention,
+                                    attention_chunk_mib=config.model.attention_chunk_mib)
   out.mkdir(parents=True, exist_ok=True)
   results = {"trained": retrieval_eval.ModelEvaluator(config, col, tokenizer, out)(model,
                                                                                  "trained"),

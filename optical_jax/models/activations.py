@@ -9,15 +9,23 @@ cost is not, and which is cheaper depends on the compiler:
   exponential and two divisions) evaluated for every element, then selected: on
   an H100 each [16k, 3072] GELU of e5-base took 160 us, compute-bound, where
   moving its bytes takes about 60 us. erf is one rational approximation.
-* XLA:CPU fuses the GELU into the matmul before it (a YNNPACK fusion), which
-  runs erfc's plain arithmetic vectorised but not erf: the e5-small encoder
-  forward took 4.2 s with erf and 3.7 s with erfc on a 2-core AMD EPYC.
+* XLA:CPU splits erfc's expansion over three or four loop fusions (the
+  exponential and the divisions are not duplicated into each consumer), each a
+  pass over the [tokens, intermediate] activations; erf is one fusion. On a
+  2-core Xeon with AVX-512 the distillation step took 2.14-2.22 s with erf
+  against 2.28-2.33 s with erfc, the encoder forward 2.13-2.17 against
+  2.28-2.29 s (e5-small, one engine per process; compiled for AVX2 only, the
+  step 2.26-2.32 against 2.33-2.40 s). An earlier measurement on an AVX2 AMD
+  EPYC favoured erfc in the forward pass (4.2 against 3.7 s), when XLA still
+  fused the GELU into a YNNPACK matmul there; forward programs no longer take
+  those fusions on x86 (core/cpu.py).
 
-`gelu_exact` takes erf on GPUs and erfc elsewhere (TPUs unmeasured), computes
-in float32 whatever the input dtype (bf16 included: 1/sqrt 2 is not rounded to
-bf16 either), and defines its derivative, Phi(x) + x phi(x), in the same pass,
-so reverse mode keeps that slope in the input's dtype as its only residual
-instead of recomputing the CDF and an exponential in the backward pass.
+`gelu_exact` takes erf on GPUs and CPUs, and erfc, as `jax.nn.gelu` does, on
+TPUs (unmeasured there). It computes in float32 whatever the input dtype (bf16
+included: 1/sqrt 2 is not rounded to bf16 either), and defines its derivative,
+Phi(x) + x phi(x), in the same pass, so reverse mode keeps that slope in the
+input's dtype as its only residual instead of recomputing the CDF and an
+exponential in the backward pass.
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ CDF_FORMS = ("erf", "erfc")
 
 def cdf_form(backend: str) -> str:
   """The cheaper way to Phi on a JAX backend ('gpu', 'cpu', 'tpu'): see above."""
-  return "erf" if backend == "gpu" else "erfc"
+  return "erf" if backend in ("gpu", "cpu") else "erfc"
 
 
 def _cdf(x32: jax.Array, form: str) -> jax.Array:

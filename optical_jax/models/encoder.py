@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from optical_jax.models import activations
+from optical_jax.models import attention as attention_lib
 from optical_jax.models import packing as packing_lib
 
 # HF `model_type` -> how positions are counted. Everything else in these
@@ -34,39 +35,6 @@ _POSITION_STYLE = {
     "xlm-roberta": "offset",
     "camembert": "offset",
 }
-
-
-# How attention is computed: 'xla' (XLA's attention, any platform), 'cudnn'
-# (cuDNN's fused kernel: NVIDIA GPUs, bf16 / fp16, head dim <= 128 and a
-# multiple of 8), 'auto' (cudnn where it applies, else xla).
-ATTENTION = ("auto", "xla", "cudnn")
-
-
-def cudnn_attention_applies(dtype: str, head_dim: int) -> str | None:
-  """None when cuDNN's fused attention can run here, else why not."""
-  if jax.default_backend() != "gpu" or "nvidia" not in jax.devices()[0].device_kind.lower():
-    return f"no NVIDIA GPU ({jax.default_backend()})"
-  if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
-    return f"dtype {dtype} (cuDNN attention needs bfloat16 or float16)"
-  if head_dim > 128 or head_dim % 8:
-    return f"head dim {head_dim} (cuDNN needs <= 128 and a multiple of 8)"
-  return None
-
-
-def attention_implementation(requested: str, dtype: str, head_dim: int) -> str:
-  """'xla' or 'cudnn' for `model.attention` = `requested` on this platform.
-
-  Raises:
-    ValueError: an unknown name, or 'cudnn' where it cannot run (says why).
-  """
-  if requested not in ATTENTION:
-    raise ValueError(f"model.attention={requested!r}: expected one of {ATTENTION}")
-  why_not = cudnn_attention_applies(dtype, head_dim)
-  if requested == "cudnn" and why_not:
-    raise ValueError(f"model.attention='cudnn' cannot run here: {why_not}; use 'auto' or 'xla'")
-  if requested == "auto":
-    return "xla" if why_not else "cudnn"
-  return requested
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -91,8 +59,10 @@ class EncoderConfig:
     hidden_act: HF activation name ('gelu', 'gelu_new', ...).
     dtype: activation / matmul dtype ('float32' or 'bfloat16').
     param_dtype: parameter storage dtype.
-    attention: 'auto', 'xla' or 'cudnn' (`ATTENTION`); resolved when the
-      model runs, for the platform it runs on.
+    attention: 'auto', 'xla', 'cudnn' or 'chunked' (`attention.ATTENTION`);
+      resolved when the model runs, for the platform it runs on.
+    attention_chunk_mib: 'chunked': float32 scores per chunk of a pass that is
+      not differentiated (attention.py).
   """
   vocab_size: int
   hidden_size: int
@@ -108,6 +78,7 @@ class EncoderConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention: str = "auto"
+  attention_chunk_mib: float = 8.0
 
   def __post_init__(self):
     if self.model_type not in _POSITION_STYLE:
@@ -118,8 +89,11 @@ class EncoderConfig:
       raise UnsupportedArchitectureError(
           f"hidden_act {self.hidden_act!r} is not supported; supported: "
           f"{sorted(activations.ACTIVATIONS)}")
-    if self.attention not in ATTENTION:
-      raise ValueError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
+    if self.attention not in attention_lib.ATTENTION:
+      raise ValueError(f"model.attention={self.attention!r}: expected one of "
+                       f"{attention_lib.ATTENTION}")
+    if not self.attention_chunk_mib > 0:
+      raise ValueError(f"model.attention_chunk_mib={self.attention_chunk_mib!r}: expected > 0")
     if self.hidden_size % self.num_heads:
       raise UnsupportedArchitectureError(
           f"hidden_size {self.hidden_size} is not divisible by num_heads "
@@ -277,12 +251,8 @@ class Embeddings(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`.
-
-  The XLA path takes a [B, 1, 1, L] key mask. cuDNN's fused kernel rejects a
-  broadcast mask (jax-ml/jax#28974), and needs none: padding is on the right,
-  so per-row sequence lengths express it exactly (cuDNN's padding mode).
-  """
+  """Multi-head self-attention: projections here, the attention itself by the
+  implementation `cfg.attention` resolves to (attention.py)."""
 
   def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -309,38 +279,10 @@ class SelfAttention(nnx.Module):
     if packing is not None:
       q, k, v = (packing.unpack(t) for t in (q, k, v))
     cfg = self.cfg
-    impl = attention_implementation(cfg.attention, cfg.dtype, cfg.head_dim)
-    out = attend(q, k, v, mask, implementation=impl, by_lengths=impl == "cudnn")
+    impl = attention_lib.attention_implementation(cfg.attention, cfg.dtype, cfg.head_dim)
+    out = attention_lib.attend(q, k, v, mask, implementation=impl,
+                               chunk_mib=cfg.attention_chunk_mib)
     return self.out(out if packing is None else packing.pack(out))
-
-
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
-           implementation: str, by_lengths: bool) -> jax.Array:
-  """Attention of [B, L, N, D] queries over keys and values, padding left out.
-
-  Args:
-    mask: [B, L] right-padded (1 on real tokens).
-    implementation: 'xla' or 'cudnn'.
-    by_lengths: express the padding as per-row lengths (what cuDNN takes)
-      rather than a [B, 1, 1, L] mask. On real rows the two are the same.
-  """
-  if by_lengths:
-    # A row with no real token (batch padding) keeps one, so nothing is 0/0.
-    lengths = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(jnp.int32)
-    length = q.shape[1]
-    if length % 2:
-      # cuDNN's backward refuses odd sequence lengths ("Unsupported sequence
-      # length", seen on an H100 with jax 0.11.2): one more padding position,
-      # beyond every row's length, changes nothing and is sliced off.
-      q, k, v = (jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0))) for x in (q, k, v))
-    out = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths,
-                                       key_value_seq_lengths=lengths,
-                                       implementation=implementation)
-    return out[:, :length]
-  # Keys at padding never receive attention. A row with no real token at all
-  # (batch padding) attends uniformly instead of producing NaN.
-  return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool),
-                                      implementation=implementation)
 
 
 class Block(nnx.Module):

@@ -323,7 +323,8 @@ def read_head_config(directory: pathlib.Path, default: heads_lib.HeadConfig) -> 
 
 def load_pretrained(path_or_id: str, *, head: heads_lib.HeadConfig | None = None,
                     dtype: str = "float32", param_dtype: str = "float32",
-                    attention: str = "auto") -> heads_lib.TextModel:
+                    attention: str = "auto",
+                    attention_chunk_mib: float = 8.0) -> heads_lib.TextModel:
   """Loads an HF encoder checkpoint (directory or hub id) as a `TextModel`.
 
   Args:
@@ -331,7 +332,8 @@ def load_pretrained(path_or_id: str, *, head: heads_lib.HeadConfig | None = None
     head: the head to use; None takes the one a sentence-transformers directory
       declares, else mean pooling + L2 normalisation.
     dtype, param_dtype: activation and parameter dtypes.
-    attention: the attention implementation (`encoder.ATTENTION`).
+    attention: the attention implementation (`attention.ATTENTION`).
+    attention_chunk_mib: scores per chunk of the 'chunked' implementation.
   """
   directory = resolve(path_or_id)
   cfg_file = directory / "config.json"
@@ -343,7 +345,8 @@ def load_pretrained(path_or_id: str, *, head: heads_lib.HeadConfig | None = None
     raise WeightsError(f"{cfg_file}: invalid JSON at line {e.lineno}: {e.msg}") from e
   try:
     enc_cfg = encoder_lib.EncoderConfig.from_hf(hf_cfg, dtype=dtype, param_dtype=param_dtype,
-                                                attention=attention)
+                                                attention=attention,
+                                                attention_chunk_mib=attention_chunk_mib)
   except encoder_lib.UnsupportedArchitectureError as e:
     raise WeightsError(f"{cfg_file}: {e}") from e
   head = head or read_head_config(directory, heads_lib.HeadConfig())

@@ -1,14 +1,23 @@
-"""The attention paths: XLA's with a key mask, cuDNN's with sequence lengths."""
+"""The attention paths: XLA's with a key mask, cuDNN's with sequence lengths, and the
+chunked one for CPUs."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optical_jax.models import encoder as encoder_lib
+from optical_jax.models import attention as attention_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
 from tests import tiny_checkpoints
+
+
+def _off_nvidia() -> str:
+  """What 'auto' takes where cuDNN does not apply: chunked on one CPU device (this
+  suite runs on 8 fake CPU devices), else XLA's."""
+  return "chunked" if jax.default_backend() == "cpu" and jax.device_count() == 1 else "xla"
 
 
 def _qkv(seed, b=3, length=12, heads=4, dim=16, dtype=jnp.float32):
@@ -17,20 +26,29 @@ def _qkv(seed, b=3, length=12, heads=4, dim=16, dtype=jnp.float32):
 
 
 def test_auto_takes_xla_off_nvidia_and_cudnn_is_refused_there():
-  if encoder_lib.cudnn_attention_applies("bfloat16", 64) is None:
+  if attention_lib.cudnn_attention_applies("bfloat16", 64) is None:
     pytest.skip("an NVIDIA GPU is here: cuDNN applies (tested below)")
-  assert encoder_lib.attention_implementation("auto", "bfloat16", 64) == "xla"
+  assert attention_lib.attention_implementation("auto", "bfloat16", 64) == _off_nvidia()
   with pytest.raises(ValueError, match=r"model\.attention='cudnn' cannot run here"):
-    encoder_lib.attention_implementation("cudnn", "bfloat16", 64)
+    attention_lib.attention_implementation("cudnn", "bfloat16", 64)
   with pytest.raises(ValueError, match=r"model\.attention='flash'"):
-    encoder_lib.attention_implementation("flash", "bfloat16", 64)
+    attention_lib.attention_implementation("flash", "bfloat16", 64)
 
 
 def test_auto_never_picks_cudnn_where_it_cannot_run():
-  # float32, or a head dim cuDNN rejects: the XLA path whatever the platform.
-  assert encoder_lib.attention_implementation("auto", "float32", 64) == "xla"
-  assert encoder_lib.attention_implementation("auto", "bfloat16", 12) == "xla"
-  assert encoder_lib.attention_implementation("auto", "bfloat16", 256) == "xla"
+  # float32, or a head dim cuDNN rejects.
+  for dtype, head_dim in (("float32", 64), ("bfloat16", 12), ("bfloat16", 256)):
+    assert attention_lib.attention_implementation("auto", dtype, head_dim) == _off_nvidia()
+
+
+def test_auto_takes_the_chunked_path_on_one_cpu_device_only(monkeypatch):
+  if jax.default_backend() != "cpu":
+    pytest.skip(f"the CPU's choice (this backend is {jax.default_backend()})")
+  monkeypatch.setattr(jax, "device_count", lambda *a, **k: 1)
+  assert attention_lib.attention_implementation("auto", "float32", 32) == "chunked"
+  monkeypatch.setattr(jax, "device_count", lambda *a, **k: 8)
+  assert attention_lib.attention_implementation("auto", "float32", 32) == "xla"
+  assert attention_lib.attention_implementation("chunked", "float32", 32) == "chunked"
 
 
 def test_lengths_equal_the_key_mask_on_real_rows():
@@ -39,8 +57,8 @@ def test_lengths_equal_the_key_mask_on_real_rows():
   q, k, v = _qkv(0)
   lengths = np.array([12, 7, 1])
   mask = jnp.asarray((np.arange(12)[None] < lengths[:, None]).astype(np.int32))
-  by_mask = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=False)
-  by_lengths = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=True)
+  by_mask = attention_lib.attend(q, k, v, mask, implementation="xla")
+  by_lengths = attention_lib.by_lengths(q, k, v, mask, implementation="xla")
   real = np.asarray(mask, bool)
   np.testing.assert_allclose(np.asarray(by_lengths)[real], np.asarray(by_mask)[real],
                              atol=1e-6)
@@ -52,8 +70,8 @@ def test_an_odd_length_is_padded_to_an_even_one_and_sliced_back():
   q, k, v = _qkv(5, length=11)
   lengths = np.array([11, 6, 1])
   mask = jnp.asarray((np.arange(11)[None] < lengths[:, None]).astype(np.int32))
-  by_lengths = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=True)
-  by_mask = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=False)
+  by_lengths = attention_lib.by_lengths(q, k, v, mask, implementation="xla")
+  by_mask = attention_lib.attend(q, k, v, mask, implementation="xla")
   assert by_lengths.shape == q.shape
   real = np.asarray(mask, bool)
   np.testing.assert_allclose(np.asarray(by_lengths)[real], np.asarray(by_mask)[real],
@@ -64,19 +82,101 @@ def test_a_row_of_padding_stays_finite_either_way():
   q, k, v = _qkv(1)
   mask = jnp.asarray(np.stack([np.ones(12), np.zeros(12), np.r_[np.ones(3), np.zeros(9)]])
                      .astype(np.int32))
-  for by_lengths in (False, True):
-    out = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=by_lengths)
+  outs = [attention_lib.attend(q, k, v, mask, implementation="xla"),
+          attention_lib.by_lengths(q, k, v, mask, implementation="xla"),
+          attention_lib.chunked(q, k, v, mask, chunk=3), attention_lib.chunked(q, k, v, mask, chunk=1)]
+  for out in outs:
     assert np.isfinite(np.asarray(out)).all()
+  # The row of padding attends uniformly, as XLA's path makes it.
+  np.testing.assert_allclose(np.asarray(outs[2])[1], np.asarray(outs[0])[1], atol=1e-6)
 
 
-@pytest.mark.skipif(encoder_lib.cudnn_attention_applies("bfloat16", 64) is not None,
+def _masked(lengths, length):
+  return jnp.asarray((np.arange(length)[None] < np.asarray(lengths)[:, None]).astype(np.int32))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8])
+def test_chunked_equals_xla_s_attention_and_its_gradients(chunk):
+  # Five rows (one of them padding only): chunks of 2 and 3 leave a shorter last one.
+  q, k, v = _qkv(3, b=5, length=12)
+  mask = _masked([12, 7, 1, 0, 10], 12)
+  real = np.asarray(mask, bool)
+  xla = attention_lib.attend(q, k, v, mask, implementation="xla")
+  ours = jax.jit(functools.partial(attention_lib.chunked, chunk=chunk))(q, k, v, mask)
+  np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(xla)[real], atol=2e-6)
+  weight = jnp.asarray(np.random.default_rng(4).normal(size=q.shape), jnp.float32)
+
+  def grads(attend):
+    def loss(q, k, v):
+      return jnp.sum(attend(q, k, v, mask) * weight * mask[:, :, None, None])
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+
+  want = grads(functools.partial(attention_lib.attend, implementation="xla"))
+  got = grads(functools.partial(attention_lib.chunked, chunk=chunk))
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=2e-5 * np.abs(w).max())
+
+
+def _has_loop(fn, *args) -> bool:
+  return "stablehlo.while" in jax.jit(fn).lower(*args).as_text()
+
+
+def test_only_a_pass_that_is_not_differentiated_runs_in_chunks():
+  # Forward only (evaluation, the teacher), chunks of 2 of 5 rows are a loop; the
+  # derivative is taken through the whole batch at once, with no loop, however
+  # the forward pass was chunked (a scan's backward would keep each chunk's
+  # residuals apart, which measured slower).
+  q, k, v = _qkv(6, b=5, length=8)
+  mask = _masked([8, 5, 3, 8, 1], 8)
+  assert _has_loop(functools.partial(attention_lib.chunked, chunk=2), q, k, v, mask)
+  assert not _has_loop(functools.partial(attention_lib.chunked, chunk=5), q, k, v, mask)
+  grad = jax.grad(lambda q, k, v: jnp.sum(attention_lib.chunked(q, k, v, mask, chunk=2)),
+                  argnums=(0, 1, 2))
+  assert not _has_loop(grad, q, k, v)
+
+
+def test_the_chunk_is_sized_by_the_scores_it_holds():
+  # 4 heads x 12 x 12 float32 scores: 2,304 bytes a sequence.
+  q, k, v = _qkv(7, b=6, length=12)
+  mask = _masked([12, 3, 9, 12, 1, 6], 12)
+  per_row = 4 * 12 * 12 * 4 / 2**20
+
+  def run(mib):
+    return functools.partial(attention_lib.attend, implementation="chunked", chunk_mib=mib)
+
+  assert _has_loop(run(2 * per_row), q, k, v, mask)        # chunks of 2
+  assert not _has_loop(run(6 * per_row), q, k, v, mask)    # the whole batch
+  assert _has_loop(run(per_row / 10), q, k, v, mask)       # at least one row a chunk
+  real = np.asarray(mask, bool)
+  np.testing.assert_allclose(np.asarray(run(2 * per_row)(q, k, v, mask))[real],
+                             np.asarray(run(6 * per_row)(q, k, v, mask))[real], atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("bfloat16", 5e-2)])
+def test_a_whole_encoder_is_the_same_with_chunked_attention(tmp_path, multilingual_texts,
+                                                            dtype, atol):
+  d = tiny_checkpoints.write_bert(tmp_path / "bert", hidden_size=64, num_attention_heads=2)
+  tok = tokenizer_lib.Tokenizer.from_pretrained(d)
+  batch = tok.encode(multilingual_texts[:8], max_length=32, batch_size=8)
+  out = {}
+  for impl in ("xla", "chunked"):
+    # A budget of about two sequences' scores: the forward pass runs in chunks.
+    model = weights.load_pretrained(str(d), dtype=dtype, attention=impl,
+                                    attention_chunk_mib=2 * 2 * 32 * 32 * 4 / 2**20)
+    out[impl] = np.asarray(model.encoder(jnp.asarray(batch.ids), jnp.asarray(batch.mask)),
+                           np.float32)
+  real = batch.mask.astype(bool)
+  np.testing.assert_allclose(out["chunked"][real], out["xla"][real], atol=atol)
+
+
+@pytest.mark.skipif(attention_lib.cudnn_attention_applies("bfloat16", 64) is not None,
                     reason="cuDNN's fused attention needs an NVIDIA GPU (none here)")
 def test_cudnn_agrees_with_xla(tmp_path, multilingual_texts):
   q, k, v = _qkv(2, b=4, length=63, heads=6, dim=64, dtype=jnp.bfloat16)
   lengths = np.array([63, 40, 9, 1])
   mask = jnp.asarray((np.arange(63)[None] < lengths[:, None]).astype(np.int32))
-  xla = encoder_lib.attend(q, k, v, mask, implementation="xla", by_lengths=False)
-  cudnn = encoder_lib.attend(q, k, v, mask, implementation="cudnn", by_lengths=True)
+  xla = attention_lib.attend(q, k, v, mask, implementation="xla")
+  cudnn = attention_lib.attend(q, k, v, mask, implementation="cudnn")
   real = np.asarray(mask, bool)
   np.testing.assert_allclose(np.asarray(cudnn, np.float32)[real],
                              np.asarray(xla, np.float32)[real], atol=2e-2)
@@ -84,13 +184,13 @@ def test_cudnn_agrees_with_xla(tmp_path, multilingual_texts):
   # loss that reads real rows only.
   weight = jnp.asarray(np.random.default_rng(3).normal(size=q.shape), jnp.float32)
 
-  def loss(impl, by_lengths):
+  def loss(impl):
     def f(q, k, v):
-      out = encoder_lib.attend(q, k, v, mask, implementation=impl, by_lengths=by_lengths)
+      out = attention_lib.attend(q, k, v, mask, implementation=impl)
       return jnp.sum(out.astype(jnp.float32) * weight * mask[:, :, None, None])
     return jax.grad(f, argnums=(0, 1, 2))(q, k, v)
 
-  for g_cudnn, g_xla in zip(loss("cudnn", True), loss("xla", False)):
+  for g_cudnn, g_xla in zip(loss("cudnn"), loss("xla")):
     g_cudnn, g_xla = np.asarray(g_cudnn, np.float32), np.asarray(g_xla, np.float32)
     assert np.isfinite(g_cudnn).all()
     scale = np.abs(g_xla[real]).max()
