@@ -12,7 +12,10 @@ the word embedding. PyTorch runs on the device JAX runs on (CUDA when JAX sees
 a GPU) with SDPA attention, `torch.autocast` for the encoders in bfloat16, and
 fused AdamW on CUDA; ours is `step.jit_distill_step` as the distill job runs it.
 
-Prints median step time, pairs/second, the ratio, and MFU: model FLOPs per step
+The engines take turns for `--rounds` rounds of `--repeats` timed steps
+(timing.py), so the drift of a shared machine weighs on both alike. Prints each
+engine's median step time over its rounds, pairs/second, the ratio (the median of
+the per-round ratios, each round's beside it), and MFU: model FLOPs per step
 (teacher forward, student forward and backward; attention included) over the
 device's dense peak for the dtype used (datasheet for known GPUs, with
 float32 = TF32 as JAX uses it; else a measured GEMM; or `--peak_tflops`).
@@ -26,6 +29,7 @@ float32 = TF32 as JAX uses it; else a measured GEMM; or `--peak_tflops`).
 import argparse
 import copy
 import json
+import statistics
 import time
 
 import jax
@@ -166,7 +170,11 @@ def main():
   parser.add_argument("--length", type=int, default=None)
   parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   parser.add_argument("--iterations", type=int, default=50)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=5, help="timed steps per round")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="rounds of --repeats steps, the engines taking turns (timing.py); "
+                           "each engine's figure is the median of its rounds, the ratio the "
+                           "median of the per-round ratios")
   parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense peak for MFU (default: datasheet, else measured)")
@@ -222,7 +230,7 @@ def main():
   ours_batch = packed or batch
   pred = trainable_lib.trainable_predicate(args.trainable, ecfg.num_layers)
 
-  rows, compile_s, blocks = [], None, None
+  calls, names, compile_s, blocks = {}, {}, None, None
   if args.engine in ("both", "jax"):
     teacher = weights.load_pretrained(directory, dtype=args.dtype, attention=args.attention)
     parts, params = trainable_lib.ModelParts.split(teacher)
@@ -247,18 +255,21 @@ def main():
       jax.block_until_ready(metrics)
 
     ours()
-    rows.append(("optical_jax (jit)", "jax", timing.median_seconds(ours, args.repeats)))
-    if args.profile:
-      with jax.profiler.trace(args.profile):
-        for _ in range(3):
-          ours()
-      print(profile_summary.summarize(args.profile, steps=3))
+    calls["jax"], names["jax"] = ours, "optical_jax (jit)"
     blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}
   if args.engine in ("both", "torch"):
-    torch_step, name = torch_step_fn(directory, batch["src_ids"], batch["src_mask"],
-                                     batch["tgt_ids"], batch["tgt_mask"], cfg, args.dtype)
+    torch_step, names["torch"] = torch_step_fn(directory, batch["src_ids"], batch["src_mask"],
+                                               batch["tgt_ids"], batch["tgt_mask"], cfg,
+                                               args.dtype)
     torch_step()
-    rows.append((name, "torch", timing.median_seconds(torch_step, args.repeats)))
+    calls["torch"] = torch_step
+  per_round = timing.alternating(calls, args.repeats, args.rounds)
+  rows = [(names[e], e, statistics.median(per_round[e])) for e in calls]
+  if args.profile and "jax" in calls:
+    with jax.profiler.trace(args.profile):
+      for _ in range(3):
+        calls["jax"]()
+    print(profile_summary.summarize(args.profile, steps=3))
 
   peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
   lowest = min(blocks) if blocks else 0   # PyTorch trains every block
@@ -280,7 +291,7 @@ def main():
   for name, _, s in rows:
     print(f"{name:<24}{s:>14.4f}{args.batch / s:>10.1f}{flops / s / 1e12 / peak:>8.1%}")
   if len(rows) == 2:
-    print(f"ratio optical_jax / PyTorch (pairs/s): {rows[1][2] / rows[0][2]:.2f}x")
+    print(timing.ratio_line("pairs/s", per_round["jax"], per_round["torch"]))
   if args.json:
     with open(args.json, "a") as f:
       for name, engine, s in rows:
@@ -289,7 +300,8 @@ def main():
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
                             "attention": args.attention, "variant": args.variant,
                             "text": args.text, "packed": bool(packed) and engine == "jax",
-                            "seconds": s, "per_s": args.batch / s,
+                            "seconds": s, "round_seconds": per_round[engine],
+                            "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 
 

@@ -3,8 +3,10 @@
 Encodes `--batch` sequences of `--length` tokens (full rows: both engines do the
 same work whatever their padding tricks) with `--model` and prints texts/second
 for each engine, the ratio, and MFU against the device's dense peak for the
-dtype used (bf16, or float32 = TF32 on NVIDIA GPUs). Medians over `--repeats`
-timed runs after warm-up; compile time is reported apart. PyTorch runs on the
+dtype used (bf16, or float32 = TF32 on NVIDIA GPUs). After warm-up, the engines
+take turns for `--rounds` rounds of `--repeats` timed batches (timing.py): each
+figure is the median of an engine's rounds, the ratio the median of the
+per-round ratios, each round's printed beside it; compile time is reported apart. PyTorch runs on the
 device JAX runs on (CUDA when JAX sees a GPU), with SDPA attention and, for
 bfloat16, `torch.autocast` (weights stay float32 on both sides).
 
@@ -17,6 +19,7 @@ benchmarks/gpu.sh runs each in its own process); `--json` appends the result.
 """
 import argparse
 import json
+import statistics
 import time
 
 from flax import nnx
@@ -56,9 +59,8 @@ def run_jax(directory, ids, mask, args):
   if args.dump_hlo:
     with open(args.dump_hlo, "w", encoding="utf-8") as f:
       f.write(encode.lower(state, ids_j, mask_j).compile().as_text())
-  seconds = timing.median_seconds(lambda: encode(state, ids_j, mask_j).block_until_ready(),
-                                  args.repeats)
-  return seconds, compile_s, np.asarray(out, np.float32), encode.options
+  return (lambda: encode(state, ids_j, mask_j).block_until_ready(), compile_s,
+          np.asarray(out, np.float32), encode.options)
 
 
 def run_torch(directory, ids, mask, args):
@@ -77,8 +79,7 @@ def run_torch(directory, ids, mask, args):
     return out
 
   out = forward()
-  seconds = timing.median_seconds(forward, args.repeats)
-  return seconds, out.float().cpu().numpy(), f"PyTorch {torch.__version__} (SDPA)"
+  return forward, out.float().cpu().numpy(), f"PyTorch {torch.__version__} (SDPA)"
 
 
 def main():
@@ -90,7 +91,9 @@ def main():
                       help="where random:* models are built once")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--length", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=5, help="timed batches per round")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="rounds of --repeats batches, the engines taking turns (timing.py)")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
   parser.add_argument("--jax_nn_gelu", action="store_true",
@@ -121,13 +124,14 @@ def main():
   ids[:, 0], ids[:, -1] = 0, 2
   mask = np.ones_like(ids)
 
-  rows, outputs = [], {}
+  calls, names, outputs = {}, {}, {}
   if args.engine in ("both", "jax"):
-    seconds, compile_s, outputs["jax"], options = run_jax(directory, ids, mask, args)
-    rows.append(("optical_jax (jit)", "jax", seconds))
+    calls["jax"], compile_s, outputs["jax"], options = run_jax(directory, ids, mask, args)
+    names["jax"] = "optical_jax (jit)"
   if args.engine in ("both", "torch"):
-    seconds, outputs["torch"], name = run_torch(directory, ids, mask, args)
-    rows.append((name, "torch", seconds))
+    calls["torch"], outputs["torch"], names["torch"] = run_torch(directory, ids, mask, args)
+  per_round = timing.alternating(calls, args.repeats, args.rounds)
+  rows = [(names[e], e, statistics.median(per_round[e])) for e in calls]
   peak, source = devices.peak_tflops(args.dtype, args.peak_tflops)
   flops = encoder_flops(cfg, args.batch, args.length)
   print(f"device: {devices.device()}; model {args.model}; batch {args.batch} x length "
@@ -144,7 +148,7 @@ def main():
   for name, _, s in rows:
     print(f"{name:<36}{s:>16.4f}{args.batch / s:>12.1f}{flops / s / 1e12 / peak:>8.1%}")
   if len(rows) == 2:
-    print(f"ratio optical_jax / PyTorch (texts/s): {rows[1][2] / rows[0][2]:.2f}x")
+    print(timing.ratio_line("texts/s", per_round["jax"], per_round["torch"]))
   if args.json:
     with open(args.json, "a") as f:
       for name, engine, s in rows:
@@ -155,7 +159,8 @@ def main():
                             "variant": args.variant or ("xla_default compile options"
                                                         if args.compile_options != "auto"
                                                         else ""),
-                            "seconds": s, "per_s": args.batch / s,
+                            "seconds": s, "round_seconds": per_round[engine],
+                            "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")
 
 

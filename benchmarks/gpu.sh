@@ -42,11 +42,12 @@ import jax, torch
 print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}")
 EOF
 
+# One engine per process, so no rounds to alternate: one round of ten timed calls.
 repeats=10
-size=()
+size=(--rounds=1)
 if [[ "${QUICK:-0}" == "1" ]]; then
   repeats=1
-  size=(--batch=4 --length=16)
+  size=(--rounds=1 --batch=4 --length=16)
 fi
 
 if [[ "${TESTS:-0}" == "1" ]]; then

@@ -2,6 +2,7 @@
 real runs, see the README), and their report computes ratios ours / peer."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -32,19 +33,23 @@ def test_step_and_encoder_benchmarks_write_records_the_report_pairs(tiny, tmp_pa
   for engine in ("jax", "torch"):   # one engine per process, as benchmarks/gpu.sh runs them
     profile = [f"--profile={tmp_path / 'trace'}"] if engine == "jax" else []
     out = _run("distill_step.py", f"--model={tiny}", "--batch=4", "--length=16", "--repeats=1",
-               f"--engine={engine}", f"--json={records}", "--peak_tflops=1", *profile)
+               "--rounds=1", f"--engine={engine}", f"--json={records}", "--peak_tflops=1", *profile)
     assert out.returncode == 0, out.stderr[-3000:]
     if profile:   # where the traced steps spent their time, a table of XLA's ops
       assert "ms/step" in out.stdout and list((tmp_path / "trace").rglob("*.xplane.pb"))
+  # Both engines in one process take turns, round by round (benchmarks/timing.py).
   out = _run("encode.py", f"--model={tiny}", "--batch=4", "--length=16", "--repeats=1",
-             f"--json={records}", "--peak_tflops=1")
+             "--rounds=2", f"--json={records}", "--peak_tflops=1")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "max abs difference of token embeddings" in out.stdout
+  assert "(median of 2 alternating rounds: " in out.stdout
   rows = [json.loads(line) for line in records.read_text().splitlines()]
   assert [(r["benchmark"], r["engine"]) for r in rows] == [
       ("distill_step", "jax"), ("distill_step", "torch"), ("encode", "jax"), ("encode", "torch")]
   for r in rows:
     assert r["per_s"] == pytest.approx(r["batch"] / r["seconds"])
+    assert len(r["round_seconds"]) == (2 if r["benchmark"] == "encode" else 1)
+    assert r["seconds"] == pytest.approx(statistics.median(r["round_seconds"]))
     assert 0 < r["mfu"] and r["peak_source"] == "given"
     assert r["attention"] == "auto" and r["variant"] == ""
   report = subprocess.run([sys.executable, str(BENCH / "report.py"), str(records)],
