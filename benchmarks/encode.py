@@ -6,9 +6,10 @@ for each engine, the ratio, and MFU against the device's dense peak for the
 dtype used (bf16, or float32 = TF32 on NVIDIA GPUs). After warm-up, the engines
 take turns for `--rounds` rounds of `--repeats` timed batches (timing.py): each
 figure is the median of an engine's rounds, the ratio the median of the
-per-round ratios, each round's printed beside it; compile time is reported apart. PyTorch runs on the
-device JAX runs on (CUDA when JAX sees a GPU), with SDPA attention and, for
-bfloat16, `torch.autocast` (weights stay float32 on both sides).
+per-round ratios, each round's printed beside it; compile time is reported
+apart. PyTorch runs on the device JAX runs on (CUDA when JAX sees a GPU), with
+SDPA attention and, for bfloat16, `torch.autocast` (weights stay float32 on both
+sides).
 
   python benchmarks/encode.py                                  # embedded e5-small, CPU
   python benchmarks/encode.py --model=random:e5-base --dtype=bfloat16 --batch=512

@@ -42,12 +42,12 @@ import jax, torch
 print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}")
 EOF
 
-# One engine per process, so no rounds to alternate: one round of ten timed calls.
-repeats=10
-size=(--rounds=1)
+# One engine per process, so no rounds to alternate: one round of ten timed calls (one: QUICK).
+timed=(--rounds=1 --repeats=10)
+size=()
 if [[ "${QUICK:-0}" == "1" ]]; then
-  repeats=1
-  size=(--rounds=1 --batch=4 --length=16)
+  timed=(--rounds=1 --repeats=1)
+  size=(--batch=4 --length=16)
 fi
 
 if [[ "${TESTS:-0}" == "1" ]]; then
@@ -68,7 +68,7 @@ step() {   # step PRESET [extra flags...]
     fi
     echo "== $(date +%T) step $preset $engine $*"
     "$py" benchmarks/distill_step.py --preset="$preset" --engine="$engine" \
-      --repeats="$repeats" "${size[@]}" --json="$results" "${extra[@]}" "$@"
+      "${timed[@]}" "${size[@]}" --json="$results" "${extra[@]}" "$@"
   done
   report
 }
@@ -81,7 +81,7 @@ encode() {   # encode MODEL DTYPE BATCH
     fi
     echo "== $(date +%T) encode $1 $2 $3 $engine"
     "$py" benchmarks/encode.py --model="$1" --dtype="$2" --batch="$3" --length=128 \
-      --engine="$engine" --repeats="$repeats" "${size[@]}" --json="$results" "${extra[@]}"
+      --engine="$engine" "${timed[@]}" "${size[@]}" --json="$results" "${extra[@]}"
   done
   report
 }
@@ -89,7 +89,7 @@ encode() {   # encode MODEL DTYPE BATCH
 ours() {   # ours BENCHMARK VARIANT [flags...]: one of our runs under a non-default setting
   local bench="$1" variant="$2"; shift 2
   echo "== $(date +%T) $bench jax, $variant: $*"
-  "$py" "benchmarks/$bench.py" --engine=jax --repeats="$repeats" --variant="$variant" \
+  "$py" "benchmarks/$bench.py" --engine=jax "${timed[@]}" --variant="$variant" \
     --json="$results" "$@" "${size[@]}"
 }
 
