@@ -101,6 +101,62 @@ def bible_batches(directory, batch, length, packing):
   return build(0), (build(0, capacities) if capacities is not None else None)
 
 
+def random_pairs(vocab_size: int, batch: int, length: int) -> dict[str, np.ndarray]:
+  """`batch` pairs of random token ids, `length` a side, no padding (the default
+  text): [CLS]-like id 0 first, id 2 last, the target side the source rolled by one."""
+  rng = np.random.default_rng(0)
+  ids_s = rng.integers(5, min(vocab_size, 250_000), size=(batch, length)).astype(np.int32)
+  ids_t = np.roll(ids_s, 1, axis=0)
+  ids_s[:, 0] = ids_t[:, 0] = 0
+  ids_s[:, -1] = ids_t[:, -1] = 2
+  mask = np.ones_like(ids_s)
+  special = np.zeros(ids_s.shape, bool)
+  return dict(src_ids=ids_s, src_mask=mask, src_special=special,
+              tgt_ids=ids_t, tgt_mask=mask, tgt_special=special)
+
+
+def jax_step(directory, cfg, batch, *, dtype, attention, trainable, tx=None, dump_hlo=None):
+  """Our step as the distill job builds it (`step.jit_distill_step`, state
+  donated), compiled and run once on `batch`.
+
+  The model is built here, so whatever is patched around this call (an
+  activation, a module's method) is what the step traces.
+
+  Args:
+    tx: the optimizer (default: the config's AdamW).
+
+  Returns:
+    (a call running one more step and waiting for it, the first call's seconds
+    (compilation included), the numbers of the trained encoder blocks).
+  """
+  teacher = weights.load_pretrained(directory, dtype=dtype, attention=attention)
+  parts, params = trainable_lib.ModelParts.split(teacher)
+  pred = trainable_lib.trainable_predicate(trainable, teacher.encoder.cfg.num_layers)
+  trained = {k: v for k, v in params.items() if pred(k)}
+  frozen = {k: v for k, v in params.items() if not pred(k)}
+  tx = tx or state_lib.make_optimizer(cfg.train)[0]
+  step = step_lib.jit_distill_step(parts, parts, config_lib.loss_config(cfg), tx,
+                                   teacher.encoder.cfg.num_layers)
+  params, frozen = jax.device_put(params), jax.device_put(frozen)
+  state = state_lib.init_state(jax.tree.map(jnp.array, trained), tx, 0)
+  start = time.perf_counter()
+  state, m = step(state, frozen, params, batch)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - start
+  if dump_hlo:
+    with open(dump_hlo, "w", encoding="utf-8") as f:
+      f.write(step.lower(state, frozen, params, batch).compile().as_text())
+
+  def call():
+    nonlocal state
+    state, metrics = step(state, frozen, params, batch)
+    jax.block_until_ready(metrics)
+
+  call()
+  blocks = {int(k.split("/")[2]) for k in trained if k.startswith("encoder/layers/")}
+  return call, compile_s, blocks
+
+
 def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg, dtype):
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
@@ -217,46 +273,15 @@ def main():
   if args.text == "bible":
     batch, packed = bible_batches(directory, args.batch, args.length, args.packing)
   else:
-    rng = np.random.default_rng(0)
-    ids_s = rng.integers(5, min(ecfg.vocab_size, 250_000),
-                         size=(args.batch, args.length)).astype(np.int32)
-    ids_t = np.roll(ids_s, 1, axis=0)
-    ids_s[:, 0] = ids_t[:, 0] = 0
-    ids_s[:, -1] = ids_t[:, -1] = 2
-    mask = np.ones_like(ids_s)
-    special = np.zeros(ids_s.shape, bool)
-    batch, packed = dict(src_ids=ids_s, src_mask=mask, src_special=special,
-                         tgt_ids=ids_t, tgt_mask=mask, tgt_special=special), None
+    batch, packed = random_pairs(ecfg.vocab_size, args.batch, args.length), None
   ours_batch = packed or batch
-  pred = trainable_lib.trainable_predicate(args.trainable, ecfg.num_layers)
 
   calls, names, compile_s, blocks = {}, {}, None, None
   if args.engine in ("both", "jax"):
-    teacher = weights.load_pretrained(directory, dtype=args.dtype, attention=args.attention)
-    parts, params = trainable_lib.ModelParts.split(teacher)
-    trainable = {k: v for k, v in params.items() if pred(k)}
-    frozen = {k: v for k, v in params.items() if not pred(k)}
-    tx, _ = state_lib.make_optimizer(cfg.train)
-    step = step_lib.jit_distill_step(parts, parts, config_lib.loss_config(cfg), tx,
-                                     ecfg.num_layers)
-    params, frozen = jax.device_put(params), jax.device_put(frozen)
-    state = state_lib.init_state(jax.tree.map(jnp.array, trainable), tx, 0)
-    start = time.perf_counter()
-    state, m = step(state, frozen, params, ours_batch)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - start
-    if args.dump_hlo:
-      with open(args.dump_hlo, "w", encoding="utf-8") as f:
-        f.write(step.lower(state, frozen, params, ours_batch).compile().as_text())
-
-    def ours():
-      nonlocal state
-      state, metrics = step(state, frozen, params, ours_batch)
-      jax.block_until_ready(metrics)
-
-    ours()
+    ours, compile_s, blocks = jax_step(directory, cfg, ours_batch, dtype=args.dtype,
+                                       attention=args.attention, trainable=args.trainable,
+                                       dump_hlo=args.dump_hlo)
     calls["jax"], names["jax"] = ours, "optical_jax (jit)"
-    blocks = {int(k.split("/")[2]) for k in trainable if k.startswith("encoder/layers/")}
   if args.engine in ("both", "torch"):
     torch_step, names["torch"] = torch_step_fn(directory, batch["src_ids"], batch["src_mask"],
                                                batch["tgt_ids"], batch["tgt_mask"], cfg,

@@ -1,13 +1,12 @@
 """The configuration every job starts from, and its checks.
 
-Configs are `ml_collections.ConfigDict`s returned by `get_config(arg)` in a
-file under `configs/`; they start from `default()` and are locked, so an
-override of a key that does not exist (`--config.trian.steps=5`) is an error,
-not a silent new field. Every block any job reads is defined here, once, with
-its default and a comment; a job reads its own block and ignores the others.
-`check` turns the blocks the code consumes into typed objects and reports a bad
-value by its config key. This module sits right above `core/` (it builds core's
-dataclasses) and imports nothing else of the package.
+Configs are `ml_collections.ConfigDict`s returned by `get_config(arg)` in a file under
+`configs/`; they start from `default()` and are locked, so an override of a key that does
+not exist (`--config.trian.steps=5`) is an error, not a silent new field. Every block any
+job reads is defined here, once, with its default and a comment; a job reads its own block
+and ignores the others. `check` turns the blocks the code consumes into typed objects and
+reports a bad value by its config key. This module sits right above `core/` (it builds
+core's dataclasses) and imports nothing else of the package.
 """
 from __future__ import annotations
 
@@ -43,6 +42,7 @@ def default() -> ml_collections.ConfigDict:
   # else xla) | xla | cudnn (an error where it cannot run) | chunked (models/attention.py)
   c.model.attention = "auto"
   c.model.attention_chunk_mib = 8.0     # chunked: float32 scores per chunk
+  c.model.attention_unrolled_chunks = 16  # chunked: up to this many chunks side by side
 
   c.text = ml_collections.ConfigDict()
   c.text.src_prefix = "query: "         # student, low-resource side of the bitext
@@ -279,7 +279,7 @@ def _build(key: str, factory, **kwargs):
 # cached, how attention is computed on the platform at hand, whether encoders
 # skip padding. Records leave them out.
 NOT_RECORDED = ("train.log_every", "train.progress", "data.tfds_dir", "model.attention",
-                "model.attention_chunk_mib",
+                "model.attention_chunk_mib", "model.attention_unrolled_chunks",
                 "eval.cache_dir", "eval.batch_size", "eval.every_steps", "train.token_packing")
 
 
@@ -380,8 +380,7 @@ def check(c: ml_collections.ConfigDict) -> None:
   """Validates the values the types alone do not (raises ConfigError)."""
   check_keys(c)
   choices = {"data.source": ("bible", "files", "mix"),
-             "data.format": ("tsv", "parallel", "jsonl"),
-             "data.on_bad_line": ("error", "skip"),
+             "data.format": ("tsv", "parallel", "jsonl"), "data.on_bad_line": ("error", "skip"),
              "eval.collection": ("bible", "files", "none", "miracl", "mlqa", "multi30k"),
              "model.dtype": ("float32", "bfloat16"), "model.param_dtype": ("float32", "bfloat16"),
              "model.attention": ("auto", "xla", "cudnn", "chunked"),
@@ -397,14 +396,15 @@ def check(c: ml_collections.ConfigDict) -> None:
     block, field = key.split(".")
     if c[block][field] not in allowed:
       raise ConfigError(f"config.{key}={c[block][field]!r}: expected one of {allowed}")
-  for key in ("train.steps", "train.batch_size", "train.max_length", "eval.k",
-              "eval.batch_size", "eval.max_length", "checkpoint.every_steps",
-              "checkpoint.max_to_keep", "train.log_every"):
+  least = {"model.attention_unrolled_chunks": 0, **dict.fromkeys((   # the least value each takes
+      "train.steps", "train.batch_size", "train.max_length", "eval.k", "eval.batch_size",
+      "eval.max_length", "checkpoint.every_steps", "checkpoint.max_to_keep", "train.log_every"), 1)}
+  for key, low in least.items():
     block, field = key.split(".")
-    if c[block][field] < 1:
+    if c[block][field] < low:
       why = (" (0 would delete every checkpoint, the last one too)"
              if key == "checkpoint.max_to_keep" else "")
-      raise ConfigError(f"config.{key} must be >= 1, got {c[block][field]}{why}")
+      raise ConfigError(f"config.{key} must be >= {low}, got {c[block][field]}{why}")
   for block, field in (("train", "lr"), ("model", "attention_chunk_mib")):
     if not c[block][field] > 0:
       raise ConfigError(f"config.{block}.{field} must be > 0, got {c[block][field]}")

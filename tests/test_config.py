@@ -30,6 +30,13 @@ def test_check_names_the_key():
     with pytest.raises(config_lib.ConfigError, match=rf"config\.{block}\.{field} must be > 0"):
       config_lib.check(c)
   c = config_lib.default()
+  c.model.attention_unrolled_chunks = -1
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config\.model\.attention_unrolled_chunks must be >= 0"):
+    config_lib.check(c)
+  c.model.attention_unrolled_chunks = 0    # always a loop
+  config_lib.check(c)
+  c = config_lib.default()
   c.model.attention = "chunked"
   config_lib.check(c)
   c.model.attention = "flash"

@@ -122,7 +122,9 @@ def _evaluate_export(config: ml_collections.ConfigDict, wd: pathlib.Path,
   model, tokenizer, _ = models.load(str(wd / "export"), dtype=config.model.dtype,
                                     param_dtype=config.model.param_dtype,
                                     attention=config.model.attention,
-                                    attention_chunk_mib=config.model.attention_chunk_mib)
+                                    attention_chunk_mib=config.model.attention_chunk_mib,
+                                    attention_unrolled_chunks=(
+                                        config.model.attention_unrolled_chunks))
   out.mkdir(parents=True, exist_ok=True)
   results = {"trained": retrieval_eval.ModelEvaluator(config, col, tokenizer, out)(model,
                                                                                  "trained"),

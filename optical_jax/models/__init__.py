@@ -32,12 +32,14 @@ def resolve_dir(spec: str) -> pathlib.Path:
 
 
 def load(spec: str, *, dtype: str = "float32", param_dtype: str = "float32",
-         attention: str = "auto", attention_chunk_mib: float = 8.0, head=None):
+         attention: str = "auto", attention_chunk_mib: float = 8.0,
+         attention_unrolled_chunks: int = 16, head=None):
   """(TextModel, Tokenizer, directory) for a model spec."""
   directory = resolve_dir(spec)
   model = weights.load_pretrained(str(directory), head=head, dtype=dtype,
                                   param_dtype=param_dtype, attention=attention,
-                                  attention_chunk_mib=attention_chunk_mib)
+                                  attention_chunk_mib=attention_chunk_mib,
+                                  attention_unrolled_chunks=attention_unrolled_chunks)
   model.name = spec
   return model, tokenizer_lib.Tokenizer.from_pretrained(directory), directory
 
@@ -46,4 +48,5 @@ def load_configured(model_block):
   """`load` of a config's `model` block (teacher, dtypes, attention)."""
   return load(model_block.teacher, dtype=model_block.dtype, param_dtype=model_block.param_dtype,
               attention=model_block.attention,
-              attention_chunk_mib=model_block.attention_chunk_mib)
+              attention_chunk_mib=model_block.attention_chunk_mib,
+              attention_unrolled_chunks=model_block.attention_unrolled_chunks)

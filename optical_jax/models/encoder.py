@@ -63,6 +63,8 @@ class EncoderConfig:
       resolved when the model runs, for the platform it runs on.
     attention_chunk_mib: 'chunked': float32 scores per chunk of a pass that is
       not differentiated (attention.py).
+    attention_unrolled_chunks: 'chunked': up to this many chunks of such a pass
+      run as independent ops, more in a loop (0: always a loop).
   """
   vocab_size: int
   hidden_size: int
@@ -79,6 +81,7 @@ class EncoderConfig:
   param_dtype: str = "float32"
   attention: str = "auto"
   attention_chunk_mib: float = 8.0
+  attention_unrolled_chunks: int = 16
 
   def __post_init__(self):
     if self.model_type not in _POSITION_STYLE:
@@ -94,6 +97,10 @@ class EncoderConfig:
                        f"{attention_lib.ATTENTION}")
     if not self.attention_chunk_mib > 0:
       raise ValueError(f"model.attention_chunk_mib={self.attention_chunk_mib!r}: expected > 0")
+    if (not isinstance(self.attention_unrolled_chunks, int)
+        or self.attention_unrolled_chunks < 0):
+      raise ValueError(f"model.attention_unrolled_chunks={self.attention_unrolled_chunks!r}: "
+                       "expected an integer >= 0")
     if self.hidden_size % self.num_heads:
       raise UnsupportedArchitectureError(
           f"hidden_size {self.hidden_size} is not divisible by num_heads "
@@ -281,7 +288,8 @@ class SelfAttention(nnx.Module):
     cfg = self.cfg
     impl = attention_lib.attention_implementation(cfg.attention, cfg.dtype, cfg.head_dim)
     out = attention_lib.attend(q, k, v, mask, implementation=impl,
-                               chunk_mib=cfg.attention_chunk_mib)
+                               chunk_mib=cfg.attention_chunk_mib,
+                               unrolled_chunks=cfg.attention_unrolled_chunks)
     return self.out(out if packing is None else packing.pack(out))
 
 

@@ -324,7 +324,8 @@ def read_head_config(directory: pathlib.Path, default: heads_lib.HeadConfig) -> 
 def load_pretrained(path_or_id: str, *, head: heads_lib.HeadConfig | None = None,
                     dtype: str = "float32", param_dtype: str = "float32",
                     attention: str = "auto",
-                    attention_chunk_mib: float = 8.0) -> heads_lib.TextModel:
+                    attention_chunk_mib: float = 8.0,
+                    attention_unrolled_chunks: int = 16) -> heads_lib.TextModel:
   """Loads an HF encoder checkpoint (directory or hub id) as a `TextModel`.
 
   Args:
@@ -334,6 +335,7 @@ def load_pretrained(path_or_id: str, *, head: heads_lib.HeadConfig | None = None
     dtype, param_dtype: activation and parameter dtypes.
     attention: the attention implementation (`attention.ATTENTION`).
     attention_chunk_mib: scores per chunk of the 'chunked' implementation.
+    attention_unrolled_chunks: its chunks that run as independent ops.
   """
   directory = resolve(path_or_id)
   cfg_file = directory / "config.json"
@@ -346,7 +348,8 @@ def load_pretrained(path_or_id: str, *, head: heads_lib.HeadConfig | None = None
   try:
     enc_cfg = encoder_lib.EncoderConfig.from_hf(hf_cfg, dtype=dtype, param_dtype=param_dtype,
                                                 attention=attention,
-                                                attention_chunk_mib=attention_chunk_mib)
+                                                attention_chunk_mib=attention_chunk_mib,
+                                                attention_unrolled_chunks=attention_unrolled_chunks)
   except encoder_lib.UnsupportedArchitectureError as e:
     raise WeightsError(f"{cfg_file}: {e}") from e
   head = head or read_head_config(directory, heads_lib.HeadConfig())

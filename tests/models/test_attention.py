@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from optical_jax.models import attention as attention_lib
+from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import tokenizer as tokenizer_lib
 from optical_jax.models import weights
 
@@ -95,14 +96,17 @@ def _masked(lengths, length):
   return jnp.asarray((np.arange(length)[None] < np.asarray(lengths)[:, None]).astype(np.int32))
 
 
+@pytest.mark.parametrize("unrolled", [0, 16])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8])
-def test_chunked_equals_xla_s_attention_and_its_gradients(chunk):
-  # Five rows (one of them padding only): chunks of 2 and 3 leave a shorter last one.
+def test_chunked_equals_xla_s_attention_and_its_gradients(chunk, unrolled):
+  # Five rows (one of them padding only): chunks of 2 and 3 leave a shorter last one;
+  # the chunks as independent ops (unrolled=16) or a loop (0).
   q, k, v = _qkv(3, b=5, length=12)
   mask = _masked([12, 7, 1, 0, 10], 12)
   real = np.asarray(mask, bool)
   xla = attention_lib.attend(q, k, v, mask, implementation="xla")
-  ours = jax.jit(functools.partial(attention_lib.chunked, chunk=chunk))(q, k, v, mask)
+  ours = jax.jit(functools.partial(attention_lib.chunked, chunk=chunk, unrolled=unrolled))(
+      q, k, v, mask)
   np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(xla)[real], atol=2e-6)
   weight = jnp.asarray(np.random.default_rng(4).normal(size=q.shape), jnp.float32)
 
@@ -112,27 +116,57 @@ def test_chunked_equals_xla_s_attention_and_its_gradients(chunk):
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
 
   want = grads(functools.partial(attention_lib.attend, implementation="xla"))
-  got = grads(functools.partial(attention_lib.chunked, chunk=chunk))
+  got = grads(functools.partial(attention_lib.chunked, chunk=chunk, unrolled=unrolled))
   for g, w in zip(got, want):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=2e-5 * np.abs(w).max())
 
 
-def _has_loop(fn, *args) -> bool:
-  return "stablehlo.while" in jax.jit(fn).lower(*args).as_text()
+def _program(fn, *args) -> tuple[bool, list[int]]:
+  """(whether `fn`'s lowered program has a loop, the batch of each of its products
+  of queries and keys: the rows of every [..., L, L] dot_general, L the length)."""
+  text = jax.jit(fn).lower(*args).as_text()
+  length = args[0].shape[1]
+  batches = []
+  for line in text.splitlines():
+    if "stablehlo.dot_general" in line and line.rstrip().endswith(f"x{length}x{length}xf32>"):
+      dims = line.rsplit("tensor<", 1)[1].split("x")
+      batches.append(int(dims[0]) if len(dims) == 5 else 1)   # [b, N, L, L] or [N, L, L]
+  return "stablehlo.while" in text, sorted(batches, reverse=True)
 
 
 def test_only_a_pass_that_is_not_differentiated_runs_in_chunks():
-  # Forward only (evaluation, the teacher), chunks of 2 of 5 rows are a loop; the
-  # derivative is taken through the whole batch at once, with no loop, however
-  # the forward pass was chunked (a scan's backward would keep each chunk's
-  # residuals apart, which measured slower).
+  # Forward only (evaluation, the teacher), chunks of 2 of 5 rows are three
+  # products of queries and keys side by side; the derivative is taken through the
+  # whole batch at once, however the forward pass was chunked (a scan's backward
+  # would keep each chunk's residuals apart, which measured slower).
   q, k, v = _qkv(6, b=5, length=8)
   mask = _masked([8, 5, 3, 8, 1], 8)
-  assert _has_loop(functools.partial(attention_lib.chunked, chunk=2), q, k, v, mask)
-  assert not _has_loop(functools.partial(attention_lib.chunked, chunk=5), q, k, v, mask)
+  assert _program(functools.partial(attention_lib.chunked, chunk=2), q, k, v, mask) == (
+      False, [2, 2, 1])
+  assert _program(functools.partial(attention_lib.chunked, chunk=5), q, k, v, mask) == (
+      False, [5])
   grad = jax.grad(lambda q, k, v: jnp.sum(attention_lib.chunked(q, k, v, mask, chunk=2)),
                   argnums=(0, 1, 2))
-  assert not _has_loop(grad, q, k, v)
+  loop, batches = _program(grad, q, k, v)
+  assert not loop and batches and set(batches) == {5}
+
+
+def test_beyond_the_unrolled_chunks_the_chunks_are_a_loop():
+  # Independent chunks let XLA:CPU run them on different cores; past `unrolled` of
+  # them (or with 0) one loop bounds the program and the scores alive at once.
+  q, k, v = _qkv(8, b=7, length=8)
+  mask = _masked([8, 5, 3, 8, 1, 0, 6], 8)
+
+  def run(unrolled):
+    return functools.partial(attention_lib.chunked, chunk=2, unrolled=unrolled)
+
+  assert _program(run(4), q, k, v, mask) == (False, [2, 2, 2, 1])
+  # A loop of 2 rows an iteration, and the last row after it.
+  assert _program(run(3), q, k, v, mask) == (True, [2, 1])
+  assert _program(run(0), q, k, v, mask) == (True, [2, 1])
+  real = np.asarray(mask, bool)
+  np.testing.assert_allclose(np.asarray(jax.jit(run(4))(q, k, v, mask))[real],
+                             np.asarray(jax.jit(run(0))(q, k, v, mask))[real], atol=1e-6)
 
 
 def test_the_chunk_is_sized_by_the_scores_it_holds():
@@ -141,12 +175,14 @@ def test_the_chunk_is_sized_by_the_scores_it_holds():
   mask = _masked([12, 3, 9, 12, 1, 6], 12)
   per_row = 4 * 12 * 12 * 4 / 2**20
 
-  def run(mib):
-    return functools.partial(attention_lib.attend, implementation="chunked", chunk_mib=mib)
+  def run(mib, unrolled=16):
+    return functools.partial(attention_lib.attend, implementation="chunked", chunk_mib=mib,
+                             unrolled_chunks=unrolled)
 
-  assert _has_loop(run(2 * per_row), q, k, v, mask)        # chunks of 2
-  assert not _has_loop(run(6 * per_row), q, k, v, mask)    # the whole batch
-  assert _has_loop(run(per_row / 10), q, k, v, mask)       # at least one row a chunk
+  assert _program(run(2 * per_row), q, k, v, mask) == (False, [2, 2, 2])   # chunks of 2
+  assert _program(run(6 * per_row), q, k, v, mask) == (False, [6])         # the whole batch
+  assert _program(run(per_row / 10), q, k, v, mask) == (False, [1] * 6)    # at least one row
+  assert _program(run(per_row / 10, unrolled=5), q, k, v, mask) == (True, [1])
   real = np.asarray(mask, bool)
   np.testing.assert_allclose(np.asarray(run(2 * per_row)(q, k, v, mask))[real],
                              np.asarray(run(6 * per_row)(q, k, v, mask))[real], atol=1e-6)
@@ -207,3 +243,11 @@ def test_cudnn_agrees_with_xla(tmp_path, multilingual_texts):
   real = batch.mask.astype(bool)
   np.testing.assert_allclose(out["cudnn"][real], out["xla"][real], atol=5e-2)
   assert jax.default_backend() == "gpu"
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "4"])
+def test_an_encoder_refuses_a_count_of_unrolled_chunks_that_is_not_one(bad):
+  with pytest.raises(ValueError, match=r"model\.attention_unrolled_chunks=.*integer >= 0"):
+    encoder_lib.EncoderConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=2,
+                              intermediate_size=16, max_positions=16,
+                              attention_unrolled_chunks=bad)
