@@ -14,6 +14,9 @@
 # F32=0        skips the float32 rows (a shorter run of the bf16 goals).
 # ABLATIONS=1  also measures the earlier changes one by one (XLA's attention instead
 #              of cuDNN's; XLA's Triton GEMMs back on).
+# PARTS=1      also times our e5-base bf16 step with each part replaced by a stand-in
+#              (benchmarks/step_parts.py: attention's core, GELU, LayerNorm, losses,
+#              AdamW), into OUT_DIR/parts.jsonl; about 6 compilations more.
 # TESTS=1      first runs the tests that only mean something on a GPU (cuDNN attention
 #              against XLA's; no bf16 scatter in the lowered step).
 # PYTHON=...  the interpreter (default python3).
@@ -118,4 +121,12 @@ if [[ "${ABLATIONS:-0}" == "1" ]]; then
   done
 fi
 report
+if [[ "${PARTS:-0}" == "1" ]]; then
+  echo "== $(date +%T) step parts base-bf16"
+  # Every copy of the step lives in one process here, alternating round by round.
+  parts=(--rounds=3 --repeats=5)
+  if [[ "${QUICK:-0}" == "1" ]]; then parts=(--rounds=1 --repeats=1); fi
+  "$py" benchmarks/step_parts.py --preset=base-bf16 "${parts[@]}" "${size[@]}" \
+    --json="$out/parts.jsonl"
+fi
 cat "$out/report.md"
