@@ -101,6 +101,40 @@ def bible_batches(directory, batch, length, packing):
   return build(0), (build(0, capacities) if capacities is not None else None)
 
 
+def add_step_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags that say which step runs (model, shape, dtype, objective); also
+  step_parts.py's."""
+  parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                      help="model, batch, length and dtype at once (flags given win)")
+  parser.add_argument("--model", default=None,
+                      help="HF directory, 'embedded', or random:e5-small / random:e5-base")
+  parser.add_argument("--cache", default="~/.cache/optical_jax/bench",
+                      help="where random:* models are built once")
+  parser.add_argument("--batch", type=int, default=None)
+  parser.add_argument("--length", type=int, default=None)
+  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  parser.add_argument("--iterations", type=int, default=50)
+  parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
+  parser.add_argument("--trainable", default="no_word_embeddings",
+                      help="train.trainable for our step (the PyTorch step always trains "
+                           "all but the word embeddings; compare ratios only at the default)")
+
+
+def step_setup(args: argparse.Namespace):
+  """Fills the flags `--preset` (default: demo) sets and the command line left
+  unset; returns (the config with --iterations, the model's HF directory, its
+  EncoderConfig)."""
+  for key, value in PRESETS[args.preset or "demo"].items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
+  cfg = config_lib.default()
+  cfg.ot.num_iterations = args.iterations
+  directory = devices.resolve_model(args.model, args.cache)
+  with open(f"{directory}/config.json", encoding="utf-8") as f:
+    ecfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
+  return cfg, directory, ecfg
+
+
 def random_pairs(vocab_size: int, batch: int, length: int) -> dict[str, np.ndarray]:
   """`batch` pairs of random token ids, `length` a side, no padding (the default
   text): [CLS]-like id 0 first, id 2 last, the target side the source rolled by one."""
@@ -216,27 +250,14 @@ def torch_step_fn(directory, ids_s, mask_s, ids_t, mask_t, cfg, dtype):
 def main():
   xla_flags.apply()   # ours as users run it (before JAX starts a backend)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                      help="model, batch, length and dtype at once (flags given win)")
-  parser.add_argument("--model", default=None,
-                      help="HF directory, 'embedded', or random:e5-small / random:e5-base")
-  parser.add_argument("--cache", default="~/.cache/optical_jax/bench",
-                      help="where random:* models are built once")
-  parser.add_argument("--batch", type=int, default=None)
-  parser.add_argument("--length", type=int, default=None)
-  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
-  parser.add_argument("--iterations", type=int, default=50)
+  add_step_flags(parser)
   parser.add_argument("--repeats", type=int, default=5, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=3,
                       help="rounds of --repeats steps, the engines taking turns (timing.py); "
                            "each engine's figure is the median of its rounds, the ratio the "
                            "median of the per-round ratios")
-  parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense peak for MFU (default: datasheet, else measured)")
-  parser.add_argument("--trainable", default="no_word_embeddings",
-                      help="train.trainable for our step (the PyTorch step always trains "
-                           "all but the word embeddings; compare ratios only at the default)")
   parser.add_argument("--jax_nn_gelu", action="store_true",
                       help="our GELU as jax.nn.gelu(approximate=False) computes it (through "
                            "erfc), not models/activations.py's: what that change bought")
@@ -260,16 +281,7 @@ def main():
   args = parser.parse_args()
   if args.jax_nn_gelu:
     devices.use_jax_nn_gelu()
-  preset = PRESETS[args.preset or "demo"]
-  for key, value in preset.items():
-    if getattr(args, key) is None:
-      setattr(args, key, value)
-
-  cfg = config_lib.default()
-  cfg.ot.num_iterations = args.iterations
-  directory = devices.resolve_model(args.model, args.cache)
-  with open(f"{directory}/config.json", encoding="utf-8") as f:
-    ecfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
+  cfg, directory, ecfg = step_setup(args)
   if args.text == "bible":
     batch, packed = bible_batches(directory, args.batch, args.length, args.packing)
   else:

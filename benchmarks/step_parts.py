@@ -29,39 +29,21 @@ import argparse
 import contextlib
 import json
 import statistics
+from unittest import mock
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from optical_jax import config as config_lib
 from optical_jax.core import losses as losses_lib
 from optical_jax.core import xla_flags
 from optical_jax.models import activations
 from optical_jax.models import attention as attention_lib
-from optical_jax.models import encoder as encoder_lib
 
 import devices  # benchmarks/devices.py, beside this script
 import distill_step  # benchmarks/distill_step.py: the step as its benchmark builds it
 import timing   # benchmarks/timing.py
-
-
-@contextlib.contextmanager
-def replaced(owner, name, value):
-  """`owner.name` (or `owner[name]` for a dict) is `value` inside the block."""
-  is_dict = isinstance(owner, dict)
-  old = owner[name] if is_dict else getattr(owner, name)
-  if is_dict:
-    owner[name] = value
-  else:
-    setattr(owner, name, value)
-  try:
-    yield
-  finally:
-    if is_dict:
-      owner[name] = old
-    else:
-      setattr(owner, name, old)
 
 
 def attention_stand_in(q, k, v, mask, **_):
@@ -78,28 +60,25 @@ def affine_only(self, x, *, mask=None):
 
 
 def loss_stand_in(cfg, s_tok, s_vec, t_tok, t_vec, batch, **_):
-  """A loss that reads what the real one reads (student and teacher tokens and
-  vectors) in one product each: no cost matrix, no Sinkhorn, no InfoNCE."""
+  """A loss that reads what the real one reads (student and teacher tokens, one
+  array or a tuple of layers, and vectors) in one product each: no cost matrix,
+  no Sinkhorn, no InfoNCE."""
   del cfg, batch
-  tokens = sum(jnp.mean(s * t) for s, t in zip(_leaves(s_tok), _leaves(t_tok)))
+  tokens = sum(jnp.mean(s * t) for s, t in zip(jax.tree.leaves(s_tok), jax.tree.leaves(t_tok)))
   return tokens + jnp.mean(s_vec * t_vec), {}
-
-
-def _leaves(tokens):
-  return tokens if isinstance(tokens, tuple) else (tokens,)
 
 
 # part -> (what is taken out, its stand-in as a context around building the step).
 PARTS = {
-    "attention": ("attention's core", lambda ecfg: replaced(attention_lib, "attend",
-                                                             attention_stand_in)),
-    "gelu": ("the GELU", lambda ecfg: replaced(activations.ACTIVATIONS, ecfg.hidden_act,
-                                                lambda x: x)),
-    "layernorm": ("LayerNorm's statistics", lambda ecfg: replaced(nnx.LayerNorm, "__call__",
-                                                                   affine_only)),
-    "loss": ("the OT solve and losses", lambda ecfg: replaced(losses_lib, "distillation_loss",
-                                                               loss_stand_in)),
-    "adamw": ("AdamW -> SGD", lambda ecfg: contextlib.nullcontext()),
+    "attention": ("attention's core",
+                  lambda ecfg: mock.patch.object(attention_lib, "attend", attention_stand_in)),
+    "gelu": ("the GELU", lambda ecfg: mock.patch.dict(activations.ACTIVATIONS,
+                                                      {ecfg.hidden_act: lambda x: x})),
+    "layernorm": ("LayerNorm's statistics",
+                  lambda ecfg: mock.patch.object(nnx.LayerNorm, "__call__", affine_only)),
+    "loss": ("the OT solve and losses",
+             lambda ecfg: mock.patch.object(losses_lib, "distillation_loss", loss_stand_in)),
+    "adamw": ("AdamW -> SGD", lambda ecfg: contextlib.nullcontext()),   # the step's tx
 }
 
 
@@ -116,17 +95,7 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--parts", default=",".join(PARTS),
                       help=f"comma-separated, of {', '.join(PARTS)}")
-  parser.add_argument("--preset", default=None, choices=sorted(distill_step.PRESETS),
-                      help="model, batch shape and dtype as distill_step.py takes them")
-  parser.add_argument("--model", default=None,
-                      help="embedded | an HF directory | random:e5-small | random:e5-base")
-  parser.add_argument("--cache", default="~/.cache/optical_jax/bench")
-  parser.add_argument("--batch", type=int, default=None)
-  parser.add_argument("--length", type=int, default=None)
-  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
-  parser.add_argument("--iterations", type=int, default=50)
-  parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
-  parser.add_argument("--trainable", default="no_word_embeddings")
+  distill_step.add_step_flags(parser)
   parser.add_argument("--repeats", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=5,
                       help="rounds taking the full step and each stand-in in turn")
@@ -136,16 +105,8 @@ def main():
   unknown = sorted(set(parts) - set(PARTS))
   if unknown or not parts:
     parser.error(f"--parts={args.parts}: expected a comma-separated list of {', '.join(PARTS)}")
-  for key, value in distill_step.PRESETS[args.preset or "demo"].items():
-    if getattr(args, key) is None:
-      setattr(args, key, value)
-
   xla_flags.apply()
-  cfg = config_lib.default()
-  cfg.ot.num_iterations = args.iterations
-  directory = devices.resolve_model(args.model, args.cache)
-  with open(f"{directory}/config.json", encoding="utf-8") as f:
-    ecfg = encoder_lib.EncoderConfig.from_hf(json.load(f))
+  cfg, directory, ecfg = distill_step.step_setup(args)
   batch = distill_step.random_pairs(ecfg.vocab_size, args.batch, args.length)
   build = dict(dtype=args.dtype, attention=args.attention, trainable=args.trainable)
 

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import statistics
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from optical_jax.core import losses as losses_lib
+from optical_jax.models import activations
 from optical_jax.models import attention as attention_lib
+from optical_jax.models import encoder as encoder_lib
 from optical_jax.models import weights
 
 from tests import repo
@@ -35,23 +39,29 @@ def test_a_share_is_the_time_the_part_took_of_the_full_step(step_parts):
     step_parts.shares([2.0, 4.0], [1.5])
 
 
-def test_replaced_restores_what_it_replaced_even_on_error(step_parts):
-  table = {"gelu": "exact"}
-  with pytest.raises(RuntimeError):
-    with step_parts.replaced(table, "gelu", "identity"):
-      assert table["gelu"] == "identity"
-      raise RuntimeError
-  assert table == {"gelu": "exact"}
-  original = attention_lib.attend
-  with step_parts.replaced(attention_lib, "attend", step_parts.attention_stand_in):
-    assert attention_lib.attend is step_parts.attention_stand_in
-  assert attention_lib.attend is original
+def test_every_stand_in_is_undone_when_its_step_is_built_even_on_error(step_parts):
+  # The full step and each copy are built one after another in one process: a
+  # stand-in left in place would leak into the next copy.
+  ecfg = encoder_lib.EncoderConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=2,
+                                   intermediate_size=16, max_positions=16)
+  before = (attention_lib.attend, dict(activations.ACTIVATIONS), nnx.LayerNorm.__call__,
+            losses_lib.distillation_loss)
+  for part, (_, stand_in) in step_parts.PARTS.items():
+    with pytest.raises(RuntimeError):
+      with stand_in(ecfg):
+        if part == "attention":
+          assert attention_lib.attend is step_parts.attention_stand_in
+        if part == "gelu":
+          assert activations.ACTIVATIONS["gelu"](3.0) == 3.0
+        raise RuntimeError
+    assert (attention_lib.attend, dict(activations.ACTIVATIONS), nnx.LayerNorm.__call__,
+            losses_lib.distillation_loss) == before, part
 
 
-def _projection_grads(step_parts, directory, stand_in):
+def _projection_grads(directory, stand_in):
   """|gradient| of the first block's query and key kernels, with `stand_in` in
   attention's place while the model is built and differentiated."""
-  with step_parts.replaced(attention_lib, "attend", stand_in):
+  with mock.patch.object(attention_lib, "attend", stand_in):
     model = weights.load_pretrained(str(directory), attention="chunked")
     graph, params = nnx.split(model, nnx.Param)
     ids = jnp.asarray(np.arange(24, dtype=np.int32).reshape(2, 12) % 50 + 5)
@@ -75,9 +85,9 @@ def test_the_attention_stand_in_keeps_the_query_and_key_projections(step_parts, 
   # projections with it (XLA drops what nothing reads), and their cost would be
   # counted as attention's; the stand-in keeps them and their gradients.
   d = tiny_checkpoints.write_bert(tmp_path / "bert", hidden_size=32, num_attention_heads=2)
-  kept = _projection_grads(step_parts, d, step_parts.attention_stand_in)
+  kept = _projection_grads(d, step_parts.attention_stand_in)
   assert set(kept) == {"query", "key"} and min(kept.values()) > 0, kept
-  dropped = _projection_grads(step_parts, d, lambda q, k, v, mask, **_: v)
+  dropped = _projection_grads(d, lambda q, k, v, mask, **_: v)
   assert set(dropped) == {"query", "key"} and max(dropped.values()) == 0, dropped
 
 
