@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optical_jax import config as config_lib
+from optical_jax.core import host_heap
 from optical_jax.core import xla_flags
 from optical_jax.data import batches
 from optical_jax.data import sources
@@ -115,6 +116,9 @@ def add_step_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   parser.add_argument("--iterations", type=int, default=50)
   parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
+  parser.add_argument("--host_heap", default="os", choices=host_heap.MODES,
+                      help="keep: XLA:CPU's temporaries stay in the heap, as under "
+                           "`optical-jax --host_heap=keep` (core/host_heap.py)")
   parser.add_argument("--trainable", default="no_word_embeddings",
                       help="train.trainable for our step (the PyTorch step always trains "
                            "all but the word embeddings; compare ratios only at the default)")
@@ -279,6 +283,7 @@ def main():
                       help="trace 3 of our steps into this directory and print where the "
                            "device time goes (benchmarks/profile_summary.py)")
   args = parser.parse_args()
+  heap = host_heap.configure(args.host_heap)   # before JAX starts its threads
   if args.jax_nn_gelu:
     devices.use_jax_nn_gelu()
   cfg, directory, ecfg = step_setup(args)
@@ -322,7 +327,7 @@ def main():
         f"{args.dtype}, attention {args.attention} ("
         f"{attention_lib.attention_implementation(args.attention, args.dtype, ecfg.head_dim)}"
         f"); step {flops / 1e9:.0f} GFLOP; peak "
-        f"{peak:.3g} TFLOP/s ({source})"
+        f"{peak:.3g} TFLOP/s ({source}); host memory {heap}"
         + (f"; first call (compile) {compile_s:.1f} s" if compile_s is not None else ""))
   print(f"{'engine':<24}{'median s/step':>14}{'pairs/s':>10}{'MFU':>8}")
   for name, _, s in rows:
@@ -337,6 +342,7 @@ def main():
                             "dtype": args.dtype, "batch": args.batch, "length": args.length,
                             "attention": args.attention, "variant": args.variant,
                             "text": args.text, "packed": bool(packed) and engine == "jax",
+                            "host_heap": args.host_heap,
                             "seconds": s, "round_seconds": per_round[engine],
                             "per_s": args.batch / s,
                             "mfu": flops / s / 1e12 / peak, "peak_source": source}) + "\n")

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from optical_jax.core import host_heap
 from optical_jax.core import losses as losses_lib
 from optical_jax.core import xla_flags
 from optical_jax.models import activations
@@ -106,6 +107,7 @@ def main():
   if unknown or not parts:
     parser.error(f"--parts={args.parts}: expected a comma-separated list of {', '.join(PARTS)}")
   xla_flags.apply()
+  heap = host_heap.configure(args.host_heap)   # before JAX starts its threads
   cfg, directory, ecfg = distill_step.step_setup(args)
   batch = distill_step.random_pairs(ecfg.vocab_size, args.batch, args.length)
   build = dict(dtype=args.dtype, attention=args.attention, trainable=args.trainable)
@@ -121,7 +123,7 @@ def main():
   print(f"device: {devices.device()}; model {args.model}; batch {args.batch} pairs x length "
         f"{args.length} of random text, {args.iterations} Sinkhorn iterations, {args.dtype}, "
         f"attention {args.attention} ({impl}); {args.rounds} alternating rounds of "
-        f"{args.repeats} steps each")
+        f"{args.repeats} steps each; host memory {heap}")
   full = statistics.median(per_round["full"])
   print(f"{'taken out':<28}{'median s/step':>14}{'share of the step':>19}   per round")
   print(f"{'nothing (the full step)':<28}{full:>14.4f}{'':>19}")
