@@ -55,7 +55,7 @@ def glibc_mallopt() -> Callable[[int, int], int] | None:
     libc = ctypes.CDLL(None)
     libc.gnu_get_libc_version    # glibc only (musl has mallopt but ignores it)
     mallopt = libc.mallopt
-  except (OSError, AttributeError):
+  except (OSError, AttributeError, TypeError):   # TypeError: no CDLL(None) on Windows
     return None
   mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
   return mallopt
