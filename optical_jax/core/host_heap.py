@@ -1,8 +1,8 @@
 """Keeping XLA:CPU's temporary buffers in the process heap between calls.
 
 XLA:CPU gives each call of a compiled program one block of host memory for
-its temporaries (1.07 GB for the demo's distillation step, e5-small at
-32 x 64) and frees it when the call ends. glibc's malloc serves a block that
+its temporaries (1.07 GB for the distillation step on random text at the
+demo's shape, e5-small at 32 x 64) and frees it when the call ends. glibc's malloc serves a block that
 large from fresh `mmap`ed pages and returns them to the kernel on `free`
 (blocks above its mmap threshold, at most 32 MiB, always are; so is anything a
 thread other than the main one allocates beyond 64 MiB, its arena's limit). So
@@ -22,8 +22,9 @@ size now and then (a call can allocate before the last one has freed, and one
 program's freed blocks do not always fit another's: a 128 MiB temporary took
 the heap to 0.7-1.1 GB over 30 calls before it settled), so the demo's peak
 resident memory went from 4.5 to 6.5 GB, while its 160 steps took the same
-5 min 37 s and its evaluation passes 1-4 s longer. Turn it on (`optical-jax --host_heap=keep`, the benchmarks'
-`--host_heap=keep`) for long CPU runs of one program where memory is ample.
+5 min 37 s and its evaluation passes 1-4 s longer. Turn it on (`optical-jax
+--host_heap=keep`, `benchmarks/distill_step.py --host_heap=keep`) for long CPU
+runs of one program where memory is ample.
 
 Where it applies: Linux with glibc, where JAX will run on the CPU, before a
 backend starts. Where JAX has a GPU or TPU (`JAX_PLATFORMS` names one first,
@@ -39,6 +40,8 @@ import importlib.metadata
 import importlib.util
 import os
 from typing import Callable, Mapping
+
+MODES = ("os", "keep")   # glibc's defaults | blocks kept in the heap
 
 # mallopt's parameter numbers (glibc's malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -68,9 +71,6 @@ def accelerator_expected(environ: Mapping[str, str]) -> bool:
     return platforms.split(",")[0].strip() != "cpu"
   return (bool(importlib.metadata.entry_points(group="jax_plugins"))
           or importlib.util.find_spec("libtpu") is not None)
-
-
-MODES = ("os", "keep")
 
 
 def configure(mode: str, environ: Mapping[str, str] | None = None,
