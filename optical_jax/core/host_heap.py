@@ -1,14 +1,14 @@
 """Keeping XLA:CPU's temporary buffers in the process heap between calls.
 
-XLA:CPU gives each call of a compiled program one block of host memory for
-its temporaries (1.07 GB for the distillation step on random text at the
-demo's shape, e5-small at 32 x 64) and frees it when the call ends. glibc's
-malloc serves a block that large from fresh `mmap`ed pages and returns them
-to the kernel on `free` (blocks above its mmap threshold, at most 32 MiB,
-always are; so is anything a thread other than the main one allocates beyond
-64 MiB, its arena's limit). So every call faults in and zeroes its temporaries again: on a 2-core Zen 4 EPYC,
-267k page faults and 0.46-0.52 s of system time per step of about 2.5 s,
-against 7-16k faults and 0.04-0.05 s for PyTorch's step.
+XLA:CPU gives each call of a compiled program one block of host memory for its
+temporaries (1.07 GB for the distillation step on random text at the demo's
+shape, e5-small at 32 x 64) and frees it when the call ends. glibc's malloc
+serves a block that large from fresh `mmap`ed pages and returns them to the
+kernel on `free` (blocks above its mmap threshold, at most 32 MiB, always are;
+so is anything a thread other than the main one allocates beyond 64 MiB, its
+arena's limit). So every call faults in and zeroes its temporaries again: on a
+2-core Zen 4 EPYC, 267k page faults and 0.46-0.52 s of system time per step of
+about 2.5 s, against 7-16k faults and 0.04-0.05 s for PyTorch's step.
 
 `configure("keep")` asks glibc (through `mallopt`, before JAX starts its
 threads) to serve every block from its heap (`M_MMAP_MAX` 0), to keep what is
