@@ -117,8 +117,9 @@ def add_step_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--iterations", type=int, default=50)
   parser.add_argument("--attention", default="auto", choices=attention_lib.ATTENTION)
   parser.add_argument("--host_heap", default="os", choices=host_heap.MODES,
-                      help="keep: XLA:CPU's temporaries stay in the heap, as under "
-                           "`optical-jax --host_heap=keep` (core/host_heap.py)")
+                      help="where XLA:CPU's temporaries come from, as under `optical-jax "
+                           "--host_heap` (core/host_heap.py); tcmalloc restarts the "
+                           "benchmark with it preloaded, for both engines")
   parser.add_argument("--trainable", default="no_word_embeddings",
                       help="train.trainable for our step (the PyTorch step always trains "
                            "all but the word embeddings; compare ratios only at the default)")
@@ -283,7 +284,10 @@ def main():
                       help="trace 3 of our steps into this directory and print where the "
                            "device time goes (benchmarks/profile_summary.py)")
   args = parser.parse_args()
-  heap = host_heap.configure(args.host_heap)   # before JAX starts its threads
+  try:   # before JAX starts its threads ('tcmalloc' restarts the benchmark here)
+    heap = host_heap.configure(args.host_heap)
+  except ValueError as e:
+    parser.error(str(e))
   if args.jax_nn_gelu:
     devices.use_jax_nn_gelu()
   cfg, directory, ecfg = step_setup(args)

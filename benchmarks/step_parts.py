@@ -107,7 +107,10 @@ def main():
   if unknown or not parts:
     parser.error(f"--parts={args.parts}: expected a comma-separated list of {', '.join(PARTS)}")
   xla_flags.apply()
-  heap = host_heap.configure(args.host_heap)   # before JAX starts its threads
+  try:   # before JAX starts its threads ('tcmalloc' restarts the script here)
+    heap = host_heap.configure(args.host_heap)
+  except ValueError as e:
+    parser.error(str(e))
   cfg, directory, ecfg = distill_step.step_setup(args)
   batch = distill_step.random_pairs(ecfg.vocab_size, args.batch, args.length)
   build = dict(dtype=args.dtype, attention=args.attention, trainable=args.trainable)

@@ -70,8 +70,9 @@ _QUERY_ENCODER = flags.DEFINE_enum("query_encoder", "auto", ["auto", "teacher", 
                                    "search: auto = the student when --workdir has one.")
 _HOST_HEAP = flags.DEFINE_enum(
     "host_heap", "os", list(host_heap.MODES),
-    "keep: XLA:CPU's per-call temporaries stay in glibc's heap instead of being mapped "
-    "afresh every call (faster CPU steps, more resident memory; core/host_heap.py).")
+    "Where XLA:CPU's per-call temporaries come from. tcmalloc: restart with tcmalloc "
+    "preloaded (installed apart, e.g. libtcmalloc-minimal4); keep: kept in glibc's heap. "
+    "Both give faster CPU steps for more resident memory (core/host_heap.py).")
 _VERBOSE = flags.DEFINE_bool("verbose", False,
                              "print tracebacks of errors (also OPTICAL_JAX_VERBOSE=1)")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -123,10 +124,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   xla_flags.apply()   # before anything starts a JAX backend
-  heap = host_heap.configure(_HOST_HEAP.value)   # before JAX starts its threads
   # Our progress at INFO; libraries (Orbax logs every save step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("optical_jax").setLevel(std_logging.INFO)
+  try:   # before JAX starts its threads ('tcmalloc' restarts the process here)
+    heap = host_heap.configure(_HOST_HEAP.value)
+  except ValueError as e:
+    _fail(EXIT_USAGE, str(e))
   if _HOST_HEAP.value != "os":
     std_logging.getLogger("optical_jax").info("host memory: %s", heap)
   sharding.maybe_initialize_distributed(_CONFIG.value.parallel)

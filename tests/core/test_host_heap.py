@@ -1,5 +1,6 @@
-"""Host memory kept in the heap (core/host_heap.py): what is asked of glibc, when
-the user's settings win, and that XLA:CPU's temporaries then stop faulting."""
+"""Where XLA:CPU's temporaries come from (core/host_heap.py): what is asked of glibc,
+when tcmalloc is preloaded and how the process restarts, when the user's settings win,
+and that the temporaries then stop faulting."""
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import sys
 import pytest
 
 from optical_jax.core import host_heap
+
+from tests import repo
 
 
 class FakeMallopt:
@@ -45,6 +48,14 @@ def test_the_users_malloc_settings_win(name):
   said = host_heap.configure("keep", environ=dict(CPU, **{name: ""}), mallopt=mallopt)
   assert mallopt.calls == []
   assert said == f"left as the environment sets it ({name})"
+
+
+def test_a_preloaded_allocator_wins_over_keep():
+  mallopt = FakeMallopt()
+  said = host_heap.configure("keep", environ=dict(CPU, LD_PRELOAD="/opt/libjemalloc.so.2"),
+                             mallopt=mallopt)
+  assert mallopt.calls == []
+  assert said == "left as the environment sets it (LD_PRELOAD)"
 
 
 def test_a_refusal_is_reported():
@@ -126,3 +137,122 @@ def test_temporaries_stop_faulting_once_kept():
   assert said == "left as it is (host_heap=os)"
   assert default > 0.5 * pages
   assert kept < 0.25 * pages
+
+
+class Restarted(Exception):
+  """Raised by the fake `restart`, which in a real run does not return."""
+
+
+@pytest.fixture
+def tcmalloc(monkeypatch):
+  """host_heap with tcmalloc's presence faked: set `.installed` / `.loaded`; every
+  restart asked for is recorded in `.restarts` as (library, environment)."""
+  class Fake:
+    installed, loaded, restarts = "libtcmalloc_minimal.so.4", False, []
+
+    @staticmethod
+    def restart(library, environ):
+      Fake.restarts.append((library, dict(environ)))
+      raise Restarted
+
+  Fake.restarts = []
+  monkeypatch.setattr(host_heap, "find_tcmalloc", lambda: Fake.installed)
+  monkeypatch.setattr(host_heap, "tcmalloc_loaded", lambda: Fake.loaded)
+  monkeypatch.setattr(host_heap, "restart", Fake.restart)
+  monkeypatch.setattr(host_heap.sys, "platform", "linux")
+  return Fake
+
+
+def test_tcmalloc_restarts_the_process_with_it_preloaded(tcmalloc):
+  with pytest.raises(Restarted):
+    host_heap.configure("tcmalloc", environ=dict(CPU, LD_PRELOAD="libfoo.so"))
+  assert tcmalloc.restarts == [("libtcmalloc_minimal.so.4",
+                                dict(CPU, LD_PRELOAD="libfoo.so"))]
+
+
+def test_tcmalloc_once_loaded_is_reported_and_not_restarted(tcmalloc):
+  tcmalloc.loaded = True
+  assert host_heap.configure("tcmalloc", environ=CPU) == "tcmalloc"
+  assert host_heap.configure("os", environ=CPU) == "tcmalloc, preloaded"
+  assert tcmalloc.restarts == []
+
+
+def test_tcmalloc_missing_says_what_to_install(tcmalloc):
+  tcmalloc.installed = None
+  with pytest.raises(ValueError, match="host_heap=tcmalloc: no tcmalloc library.*"
+                                       "apt install libtcmalloc-minimal4"):
+    host_heap.configure("tcmalloc", environ=CPU)
+  assert tcmalloc.restarts == []
+
+
+@pytest.mark.parametrize("environ, said", [
+    ({"JAX_PLATFORMS": "cuda"}, "left as it is (JAX runs on an accelerator here)"),
+    (dict(CPU, LD_PRELOAD="libjemalloc.so.2"),
+     "left as the environment sets it (LD_PRELOAD=libjemalloc.so.2)"),
+    # Restarted already, and the linker could not preload it: no second restart.
+    (dict(CPU, **{host_heap.RESTARTED: "libtcmalloc_minimal.so.4"}),
+     "left as it is (preloading libtcmalloc_minimal.so.4 did not load tcmalloc)"),
+])
+def test_tcmalloc_leaves_malloc_alone(tcmalloc, environ, said):
+  assert host_heap.configure("tcmalloc", environ=environ) == said
+  assert tcmalloc.restarts == []
+
+
+def test_tcmalloc_is_for_linux_only(tcmalloc, monkeypatch):
+  monkeypatch.setattr(host_heap.sys, "platform", "darwin")
+  said = host_heap.configure("tcmalloc", environ=CPU)
+  assert said == "left as it is (tcmalloc is preloaded on Linux only)"
+  assert tcmalloc.restarts == []
+
+
+# restart() for real: the same interpreter, arguments and process id, the library
+# preloaded before what the user preloads. libm stands in for tcmalloc (every
+# glibc system has it; preloading it changes nothing).
+_RESTART = """
+import os, sys
+from optical_jax.core import host_heap
+if os.environ.get(host_heap.RESTARTED):
+  print("child", os.getpid(), sys.argv[1:], os.environ["LD_PRELOAD"])
+else:
+  print("parent", os.getpid(), flush=True)
+  host_heap.restart("libm.so.6", os.environ)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
+def test_restart_runs_the_same_command_line_in_the_same_process(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != host_heap.RESTARTED}
+  env["LD_PRELOAD"] = "libc.so.6"
+  done = subprocess.run([sys.executable, "-c", _RESTART, "--flag=1", "x y"], env=env,
+                        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  parent, child = done.stdout.strip().splitlines()
+  pid = parent.split()[1]
+  assert child == f"child {pid} ['--flag=1', 'x y'] libm.so.6:libc.so.6"
+
+
+def test_the_cli_names_what_to_install_when_tcmalloc_is_missing(tmp_path):
+  """`optical-jax --host_heap=tcmalloc` on a machine without it: a usage error (2)."""
+  script = ("import sys; from optical_jax.core import host_heap; "
+            "host_heap.find_tcmalloc = lambda: None; host_heap.tcmalloc_loaded = lambda: False; "
+            "from optical_jax import main; main.run()")
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "LD_PRELOAD")}
+  env["JAX_PLATFORMS"] = "cpu"
+  done = subprocess.run([sys.executable, "-c", script, "--config=configs/demo.py:tiny",
+                         f"--workdir={tmp_path}", "--host_heap=tcmalloc"], cwd=repo.ROOT,
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "apt install libtcmalloc-minimal4" in done.stderr
+  assert not list(tmp_path.iterdir())   # nothing ran
+
+
+@pytest.mark.skipif(host_heap.find_tcmalloc() is None,
+                    reason="no tcmalloc on this machine (Debian/Ubuntu: apt install "
+                           "libtcmalloc-minimal4)")
+def test_temporaries_stop_faulting_under_tcmalloc():
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("LD_PRELOAD", host_heap.RESTARTED, *host_heap.USER_SETTINGS)}
+  env["JAX_PLATFORMS"] = "cpu"
+  said, pages, faults = _faults_per_call("tcmalloc", env)
+  assert said == "tcmalloc"
+  assert faults < 0.25 * pages
