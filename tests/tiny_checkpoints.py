@@ -2,14 +2,16 @@
 
 Each is a real HF directory as `save_pretrained` writes it: a small random
 PyTorch model (BERT or XLM-R architecture) and a tokenizer of the matching kind
-(WordPiece for BERT, SentencePiece-style unigram for XLM-R) trained on the
-multilingual fixture sentences, so the golden tests run real text in many
+(WordPiece for BERT, SentencePiece-style unigram for XLM-R) built from the
+multilingual fixture sentences (deterministically, the same in every run), so the golden tests run real text in many
 scripts through both stacks without any download.
 """
+import collections
+import math
 import pathlib
 
 import tokenizers
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from tests.conftest import read_multilingual
 
@@ -23,13 +25,35 @@ def _corpus() -> list[str]:
   return [p + t for _, t in read_multilingual() for p in ("", "query: ", "passage: ")]
 
 
+def _words(tok: tokenizers.Tokenizer) -> list[str]:
+  """The corpus cut into words by `tok`'s own normalizer and pre-tokenizer."""
+  return [w for text in _corpus()
+          for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))]
+
+
+def _ranked(counts: collections.Counter, n: int) -> list[str]:
+  """The `n` most frequent, ties broken by the string itself. (The trainers of
+  `tokenizers` break ties in hash order, which changes from process to process:
+  their vocabularies, and so every tokenised fixture, differed from run to run.)"""
+  return sorted(counts, key=lambda piece: (-counts[piece], piece))[:max(n, 0)]
+
+
 def _wordpiece() -> tokenizers.Tokenizer:
+  """WordPiece over the corpus, built deterministically: every character (alone, and as
+  a `##` continuation), then the most frequent word-initial and inner pieces of 2 to 6
+  characters, 600 entries in all."""
   tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
   tok.normalizer = normalizers.BertNormalizer(lowercase=False)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-  tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=600,
-                                                               special_tokens=specials))
+  words = _words(tok)
+  alphabet = sorted({c for w in words for c in w})
+  chars = alphabet + ["##" + c for c in alphabet]
+  pieces = collections.Counter(w[:j] for w in words for j in range(2, min(len(w), 6) + 1))
+  pieces.update("##" + w[i:j] for w in words for i in range(1, len(w))
+                for j in range(i + 2, min(len(w), i + 6) + 1))
+  vocab = specials + chars + _ranked(pieces, 600 - len(specials) - len(chars))
+  tok.model = models.WordPiece({p: i for i, p in enumerate(vocab)}, unk_token="[UNK]")
   cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
   tok.post_processor = processors.TemplateProcessing(
       single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -39,13 +63,25 @@ def _wordpiece() -> tokenizers.Tokenizer:
 
 
 def _unigram() -> tokenizers.Tokenizer:
+  """A SentencePiece-style unigram model over the corpus, built deterministically:
+  every character, then the most frequent pieces of 2 to 6 characters (500 entries
+  in all), each scored by the log of its share of the counts."""
   tok = tokenizers.Tokenizer(models.Unigram())
   tok.normalizer = normalizers.Sequence([normalizers.NFKC(),
                                          normalizers.Replace(tokenizers.Regex(" {2,}"), " ")])
   tok.pre_tokenizer = pre_tokenizers.Metaspace()
   specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-  tok.train_from_iterator(_corpus(), trainers.UnigramTrainer(
-      vocab_size=500, special_tokens=specials, unk_token="<unk>"))
+  words = _words(tok)
+  counts = collections.Counter(c for w in words for c in w)
+  chars = sorted(counts)
+  pieces = collections.Counter(w[i:j] for w in words for i in range(len(w))
+                               for j in range(i + 2, min(len(w), i + 6) + 1))
+  counts.update(pieces)
+  kept = chars + _ranked(pieces, 500 - len(specials) - len(chars))
+  total = sum(counts[p] for p in kept)
+  tok.model = models.Unigram([(s, 0.0) for s in specials]
+                             + [(p, math.log(counts[p] / total)) for p in kept],
+                             unk_id=specials.index("<unk>"), byte_fallback=False)
   tok.post_processor = processors.TemplateProcessing(
       single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
       special_tokens=[("<s>", 0), ("</s>", 2)])
