@@ -125,6 +125,16 @@ def add_step_flags(parser: argparse.ArgumentParser) -> None:
                            "all but the word embeddings; compare ratios only at the default)")
 
 
+def apply_host_heap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+  """`--host_heap`, applied before JAX starts its threads ('tcmalloc' restarts the
+  script here); returns what it did, for the device line. A missing tcmalloc is a
+  usage error."""
+  try:
+    return host_heap.configure(args.host_heap)
+  except ValueError as e:
+    parser.error(str(e))
+
+
 def step_setup(args: argparse.Namespace):
   """Fills the flags `--preset` (default: demo) sets and the command line left
   unset; returns (the config with --iterations, the model's HF directory, its
@@ -284,10 +294,7 @@ def main():
                       help="trace 3 of our steps into this directory and print where the "
                            "device time goes (benchmarks/profile_summary.py)")
   args = parser.parse_args()
-  try:   # before JAX starts its threads ('tcmalloc' restarts the benchmark here)
-    heap = host_heap.configure(args.host_heap)
-  except ValueError as e:
-    parser.error(str(e))
+  heap = apply_host_heap(parser, args)
   if args.jax_nn_gelu:
     devices.use_jax_nn_gelu()
   cfg, directory, ecfg = step_setup(args)

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from optical_jax.core import host_heap
 from optical_jax.core import losses as losses_lib
 from optical_jax.core import xla_flags
 from optical_jax.models import activations
@@ -107,10 +106,7 @@ def main():
   if unknown or not parts:
     parser.error(f"--parts={args.parts}: expected a comma-separated list of {', '.join(PARTS)}")
   xla_flags.apply()
-  try:   # before JAX starts its threads ('tcmalloc' restarts the script here)
-    heap = host_heap.configure(args.host_heap)
-  except ValueError as e:
-    parser.error(str(e))
+  heap = distill_step.apply_host_heap(parser, args)
   cfg, directory, ecfg = distill_step.step_setup(args)
   batch = distill_step.random_pairs(ecfg.vocab_size, args.batch, args.length)
   build = dict(dtype=args.dtype, attention=args.attention, trainable=args.trainable)

@@ -3,8 +3,8 @@
 Each is a real HF directory as `save_pretrained` writes it: a small random
 PyTorch model (BERT or XLM-R architecture) and a tokenizer of the matching kind
 (WordPiece for BERT, SentencePiece-style unigram for XLM-R) built from the
-multilingual fixture sentences (deterministically, the same in every run), so the golden tests run real text in many
-scripts through both stacks without any download.
+multilingual fixture sentences (deterministically, the same in every run), so the
+golden tests run real text in many scripts through both stacks without any download.
 """
 import collections
 import math
