@@ -71,7 +71,8 @@ _QUERY_ENCODER = flags.DEFINE_enum("query_encoder", "auto", ["auto", "teacher", 
 _HOST_HEAP = flags.DEFINE_enum(
     "host_heap", "os", list(host_heap.MODES),
     "Where XLA:CPU's per-call temporaries come from. tcmalloc: restart with tcmalloc "
-    "preloaded (installed apart, e.g. libtcmalloc-minimal4); keep: kept in glibc's heap. "
+    "preloaded (installed apart, e.g. libtcmalloc-minimal4); keep: kept in glibc's heap, "
+    "each program run on the calling thread. "
     "Both give faster CPU steps for more resident memory (core/host_heap.py).")
 _VERBOSE = flags.DEFINE_bool("verbose", False,
                              "print tracebacks of errors (also OPTICAL_JAX_VERBOSE=1)")
