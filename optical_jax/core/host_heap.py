@@ -75,6 +75,8 @@ USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
 # may preload instead (theirs stands).
 TCMALLOC_LIBRARIES = ("tcmalloc_minimal", "tcmalloc")
 ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+# What configure('os') says where glibc's malloc is left with its defaults.
+OS_DEFAULT = "left as it is (host_heap=os)"
 # Set in the restarted process: it must not restart again.
 RESTARTED = "OPTICAL_JAX_HOST_HEAP_RESTARTED"
 
@@ -197,7 +199,7 @@ def configure(mode: str, environ: Mapping[str, str] | None = None,
     raise ValueError(f"host_heap={mode!r}: expected one of {MODES}")
   environ = os.environ if environ is None else environ
   if mode == "os":
-    return "tcmalloc, preloaded" if tcmalloc_loaded() else "left as it is (host_heap=os)"
+    return "tcmalloc, preloaded" if tcmalloc_loaded() else OS_DEFAULT
   if mode == "tcmalloc":
     return _tcmalloc(environ)
   mine = sorted(k for k in USER_SETTINGS if k in environ)

@@ -1,11 +1,13 @@
 """The distill job (jobs/distill.py) end to end, through the command line, and how it fails."""
 import json
+import os
 
 import ml_collections
 import numpy as np
 import pytest
 
 from optical_jax import config as config_lib
+from optical_jax.core import host_heap
 from optical_jax.data import batches
 from optical_jax.jobs import distill
 from optical_jax.models import tokenizer as tokenizer_lib
@@ -37,6 +39,11 @@ def test_demo_pipeline_through_the_cli(tmp_path):
   records = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
   assert (wd / "tensorboard").is_dir()
+  # On a CPU with glibc's defaults, the training job names the faster setting.
+  hint = "--host_heap=tcmalloc (or keep) runs training steps faster"
+  on_cpu_defaults = (host_heap.configure("os") == host_heap.OS_DEFAULT
+                     and not host_heap.accelerator_expected(os.environ))
+  assert (hint in out.stderr) == on_cpu_defaults
 
   # The same run again: everything is done, nothing is recomputed.
   again = _cli("--config=configs/demo.py:tiny", f"--workdir={wd}")
@@ -47,6 +54,7 @@ def test_demo_pipeline_through_the_cli(tmp_path):
   export = _cli("--config=configs/demo.py:tiny", f"--workdir={wd}", "--mode=export",
                 f"--export_dir={tmp_path / 'hf'}")
   assert export.returncode == 0, export.stderr[-3000:]
+  assert hint not in export.stderr   # no training steps there
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   from optical_jax.models import weights
