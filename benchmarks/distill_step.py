@@ -126,7 +126,7 @@ def add_step_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_host_heap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-  """`--host_heap`, applied before JAX starts its threads ('tcmalloc' restarts the
+  """`--host_heap`, applied before JAX starts its backend ('tcmalloc' restarts the
   script here); returns what it did, for the device line. A missing tcmalloc is a
   usage error."""
   try:

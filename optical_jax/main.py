@@ -130,7 +130,7 @@ def main(argv):
   # Our progress at INFO; libraries (Orbax logs every save step) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("optical_jax").setLevel(std_logging.INFO)
-  try:   # before JAX starts its threads ('tcmalloc' restarts the process here)
+  try:   # before JAX starts its backend ('tcmalloc' restarts the process here)
     heap = host_heap.configure(_HOST_HEAP.value)
   except ValueError as e:
     _fail(EXIT_USAGE, str(e))

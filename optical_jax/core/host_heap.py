@@ -32,9 +32,10 @@ Three settings (`configure(mode)`, called first thing, before JAX starts):
   still fragments now and then (what a call returns can land in the block the
   last one freed): the demo's peak resident memory went from 4.3-4.5 to 5.4-5.5
   GB. The host no longer builds the next batch while a step runs (on a CPU both
-  share the same cores). Programs on several CPU devices (a mesh) are
-  dispatched to worker threads as before, and fault as under 'os'. For
-  machines with no tcmalloc.
+  share the same cores). JAX dispatches single-device programs only this way:
+  a program on several CPU devices (a mesh) still runs on worker threads, so
+  'keep' may not spare it the faults (not measured). For machines with no
+  tcmalloc.
 
 Neither is the default: both keep memory the process could give back, 'keep'
 changes how JAX dispatches, and 'tcmalloc' restarts the process and depends on
