@@ -37,7 +37,7 @@ def table(records) -> str:
     work = f"{bench}, {model}, {batch} x {length}, {dtype}"
     if attention != "auto":
       work += f", attention {attention}"
-    if variant:
+    if variant and variant != f"attention {attention}":   # said once, not twice
       work += f", {variant}"
     ours, peer = engines.get("jax"), engines.get("torch")
     cell = lambda e: f"{e[0]:,.1f} {unit}" if e else "-"
