@@ -157,7 +157,6 @@ def test_temporaries_stop_faulting_once_kept():
   assert kept < 0.25 * pages
 
 
-
 class Restarted(Exception):
   """Raised by the fake `restart`, which in a real run does not return."""
 
